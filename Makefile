@@ -1,0 +1,32 @@
+# fxlower: the two set-up commands are `make demo` and `make test`; both create the venv if missing.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.fxlower-installed
+
+.PHONY: demo test bench lint fuzz clean install
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# The CPU wheel of torch 2.13.0 lies on every machine's disk; an unpinned torch pulls a CUDA build.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m fxlower demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+bench: $(STAMP)
+	$(PY) -m fxlower.bench
+
+lint: $(STAMP)
+	$(PY) -m ruff check src passes tests models
+
+clean:
+	rm -rf build dist .pytest_cache .hypothesis

@@ -1,0 +1,259 @@
+"""Graph utilities every stage shares: shape annotation, constant evaluation, and the
+`Builder` that lets a pass write its replacement as plain torch code.
+
+Shapes: `annotate(gm, inputs)` runs the graph once on real inputs and stores a
+`TensorSpec` (shape, dtype) pytree in `node.meta["fxl_val"]`, for both capture paths, so
+passes read shapes the same way whichever tracer produced the graph.
+
+Constants: a node is *constant* when its value cannot depend on the model's inputs
+(parameters, buffers, literals, and deterministic ops on them). `const_value` evaluates it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import operator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.fx as fx
+from torch.fx.proxy import GraphAppendingTracer, Proxy
+from torch.utils import _pytree as pytree
+
+VAL = "fxl_val"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Static shape and dtype of a tensor-valued node, read from a real run."""
+
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape)
+
+
+def _spec_of(v: Any) -> Any:
+    if isinstance(v, torch.Tensor):
+        return TensorSpec(tuple(int(s) for s in v.shape), v.dtype)
+    if isinstance(v, (int, float, bool, str, type(None), torch.dtype, torch.device)):
+        return v
+    if isinstance(v, (tuple, list)):
+        return type(v)(_spec_of(x) for x in v) if type(v) in (tuple, list) else tuple(
+            _spec_of(x) for x in v
+        )
+    return None
+
+
+class _Annotator(fx.Interpreter):
+    def run_node(self, n: fx.Node) -> Any:
+        out = super().run_node(n)
+        n.meta[VAL] = _spec_of(out)
+        return out
+
+
+def annotate(gm: fx.GraphModule, inputs: tuple[Any, ...]) -> Any:
+    """Run `gm` on `inputs` and record every node's TensorSpec. Returns the outputs."""
+    with torch.no_grad():
+        return _Annotator(gm).run(*inputs)
+
+
+def spec(node: Any) -> TensorSpec | None:
+    """The TensorSpec of a tensor-valued node, or None when unknown or not a tensor."""
+    if not isinstance(node, fx.Node):
+        return None
+    v = node.meta.get(VAL)
+    return v if isinstance(v, TensorSpec) else None
+
+
+# Ops that draw random numbers or allocate uninitialised memory: never constant.
+_NONDETERMINISTIC_NAMES = (
+    "rand", "normal", "bernoulli", "multinomial", "dropout", "uniform", "empty", "poisson",
+    "exponential", "geometric", "cauchy", "log_normal",
+)
+
+
+def _target_name(node: fx.Node) -> str:
+    t = node.target
+    if isinstance(t, str):
+        return t
+    return getattr(t, "__name__", str(t))
+
+
+def is_deterministic(node: fx.Node) -> bool:
+    t = node.target
+    if isinstance(t, torch._ops.OpOverload) and torch.Tag.nondeterministic_seeded in t.tags:
+        return False
+    name = _target_name(node).lower()
+    return not any(k in name for k in _NONDETERMINISTIC_NAMES)
+
+
+def is_const(node: Any, _memo: dict[fx.Node, bool] | None = None) -> bool:
+    """True when the node's value cannot depend on the model inputs."""
+    if not isinstance(node, fx.Node):
+        return True
+    memo = {} if _memo is None else _memo
+    if node in memo:
+        return memo[node]
+    if node.op == "get_attr":
+        result = True
+    elif node.op in ("call_function", "call_method") and is_deterministic(node):
+        result = all(is_const(a, memo) for a in node.all_input_nodes)
+    else:
+        result = False
+    memo[node] = result
+    return result
+
+
+def get_attr(gm: fx.GraphModule, target: str) -> Any:
+    obj: Any = gm
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def const_value(gm: fx.GraphModule, node: Any, _memo: dict[fx.Node, Any] | None = None) -> Any:
+    """Evaluate a constant node (see `is_const`) to its value."""
+    if not isinstance(node, fx.Node):
+        return node
+    memo = {} if _memo is None else _memo
+    if node in memo:
+        return memo[node]
+
+    def ev(a: Any) -> Any:
+        return fx.node.map_arg(a, lambda n: const_value(gm, n, memo))
+
+    if node.op == "get_attr":
+        v = get_attr(gm, str(node.target))
+    elif node.op == "call_function":
+        with torch.no_grad():
+            v = node.target(*ev(node.args), **ev(node.kwargs))  # type: ignore[operator]
+    elif node.op == "call_method":
+        self_obj, *rest = ev(node.args)
+        with torch.no_grad():
+            v = getattr(self_obj, str(node.target))(*rest, **ev(node.kwargs))
+    else:
+        raise ValueError(f"node {node.name} is not constant")
+    memo[node] = v
+    return v
+
+
+def is_param_or_buffer(gm: fx.GraphModule, node: Any) -> bool:
+    return isinstance(node, fx.Node) and node.op == "get_attr" and isinstance(
+        get_attr(gm, str(node.target)), torch.Tensor
+    )
+
+
+class Builder:
+    """Writes replacement code into a graph, before an anchor node.
+
+    Inside `with Builder(gm, anchor) as b:`, `b.proxy(node)` wraps an existing node and
+    every torch operation on the proxies appends a node to the graph; `b.const(t, hint)`
+    stores a tensor as a non-persistent buffer of the GraphModule (deduplicated by
+    content) and returns a proxy of its `get_attr` node. Replacements are thus plain torch
+    functions, also callable eagerly on real tensors (see `EagerBuilder`).
+    """
+
+    def __init__(self, gm: fx.GraphModule, anchor: fx.Node) -> None:
+        self.gm = gm
+        self.graph = gm.graph
+        self.anchor = anchor
+        self.tracer = GraphAppendingTracer(self.graph)
+        self._insert: Any = None
+
+    def __enter__(self) -> Builder:
+        self._insert = self.graph.inserting_before(self.anchor)
+        self._insert.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._insert.__exit__(*exc)
+
+    def proxy(self, node: fx.Node) -> Proxy:
+        return Proxy(node, self.tracer)
+
+    def const(self, t: torch.Tensor, hint: str) -> Proxy:
+        t = t.detach().contiguous()
+        digest = hashlib.sha1(
+            str((t.dtype, tuple(t.shape))).encode() + t.cpu().numpy().tobytes()
+            if t.dtype != torch.bfloat16
+            else str((t.dtype, tuple(t.shape))).encode() + t.float().numpy().tobytes()
+        ).hexdigest()[:12]
+        cache: dict[str, str] = self.gm.__dict__.setdefault("_fxl_consts", {})
+        name = cache.get(digest)
+        if name is None:
+            base = "_fxl_" + "".join(c if c.isalnum() else "_" for c in hint)
+            name, i = base, 1
+            while hasattr(self.gm, name):
+                name, i = f"{base}_{i}", i + 1
+            self.gm.register_buffer(name, t, persistent=False)
+            cache[digest] = name
+        return Proxy(self.graph.get_attr(name), self.tracer)
+
+
+class EagerBuilder:
+    """The eager twin of `Builder`: constants are returned as tensors. Used by tests to run
+    the same replacement functions on real tensors."""
+
+    def const(self, t: torch.Tensor, hint: str) -> torch.Tensor:
+        return t
+
+
+def replace_node(old: fx.Node, new: fx.Node) -> None:
+    """Point every user of `old` at `new` and erase `old`; `new` inherits the old name's
+    place in readable code via its own name."""
+    old.replace_all_uses_with(new)
+    new.meta.setdefault("fxl_origin", old.meta.get("fxl_origin"))
+    old.graph.erase_node(old)
+
+
+def erase_dead(gm: fx.GraphModule) -> None:
+    """Remove pure nodes without users (keeps placeholders, outputs and impure calls)."""
+    changed = True
+    while changed:
+        changed = False
+        for n in reversed(list(gm.graph.nodes)):
+            if n.op in ("placeholder", "output") or n.users:
+                continue
+            if n.op == "call_module" or (n.op in ("call_function", "call_method") and n.is_impure()):
+                continue
+            gm.graph.erase_node(n)
+            changed = True
+    # drop fxlower buffers that are no longer referenced
+    used = {n.target for n in gm.graph.nodes if n.op == "get_attr"}
+    cache: dict[str, str] = gm.__dict__.get("_fxl_consts", {})
+    for digest, name in list(cache.items()):
+        if name not in used:
+            delattr(gm, name)
+            del cache[digest]
+
+
+def users_of_getitem(node: fx.Node) -> Iterator[tuple[int, fx.Node]]:
+    for u in node.users:
+        if u.op == "call_function" and u.target is operator.getitem and isinstance(u.args[1], int):
+            yield u.args[1], u
+
+
+@contextmanager
+def no_grad() -> Iterator[None]:
+    with torch.no_grad():
+        yield
+
+
+def tree_leaves(x: Any) -> list[Any]:
+    return pytree.tree_leaves(x)
+
+
+Fn = Callable[..., Any]

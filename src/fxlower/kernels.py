@@ -1,0 +1,216 @@
+"""Exact gather-free selection kernels, written as plain torch code.
+
+Every function here takes a builder `b` (a `graph.Builder` inside a pass, or a
+`graph.EagerBuilder` in tests) and tensors or proxies, and uses only ops every edge chip
+has: Equal, Where, Cast, MatMul, ReduceSum, arithmetic, Floor, Reshape, Transpose, Slice,
+Concat, Unsqueeze, Expand. Shapes are static Python ints.
+
+Exactness (the traps in design.md):
+- A one-hot row has exactly one non-zero, so `onehot @ x` adds `1*x[i]` to exact zeros:
+  exact in any accumulation order and precision, for finite `x`.
+- Non-finite sources: `0 * inf = NaN` would corrupt every output sharing a reduction with a
+  non-finite element. So the value path multiplies `where(isfinite(x), x, 0)` and a second,
+  narrow path carries a class code per element (0 finite, 1 NaN, 2 +inf, 3 -inf, 4 -0.0)
+  packed eight 3-bit codes per float32 (< 2**24, exact), selected by the same one-hot
+  matrix, unpacked with power-of-two divisions and Floor (exact), and restored with Where.
+  Its cost is 1/8 of the value path's multiply-adds. Signed zero is restored too: a sum
+  starting from +0 turns a selected -0.0 into +0.0.
+- Integer sources are reduced in their own dtype (int64 beyond 2**24 stays exact);
+  int8/int16/uint8/bool go through int32 and back; bfloat16 through float32 (onnxruntime has
+  no bfloat16 MatMul), both exact widenings.
+- When the index is a real tensor (known when lowering), the one-hot matrix is computed now
+  and stored as a constant: nothing index-dependent runs at run time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+Tensor = Any  # a torch.Tensor or an fx Proxy standing for one
+
+FINITE, NAN, POSINF, NEGINF, NEGZERO = 0, 1, 2, 3, 4
+_PACK = 8  # codes per float32 word: 8 codes x 3 bits = 24 bits, exact in float32
+
+
+def work_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype a selection is computed in, exact for every value of `dtype`."""
+    if dtype == torch.bfloat16:
+        return torch.float32
+    if dtype in (torch.bool, torch.int8, torch.uint8, torch.int16):
+        return torch.int32
+    return dtype
+
+
+def needs_codes(dtype: torch.dtype, known_finite: bool) -> bool:
+    return dtype.is_floating_point and not known_finite
+
+
+def _is_real(t: Any) -> bool:
+    return isinstance(t, torch.Tensor)
+
+
+def _to(x: Tensor, dtype: torch.dtype, src: torch.dtype) -> Tensor:
+    return x if dtype == src else x.to(dtype)
+
+
+def classes(x: Tensor) -> Tensor:
+    """Class code of every element as float32: 0 finite (not -0.0), 1 NaN, 2 +inf, 3 -inf,
+    4 -0.0. Built from comparisons only (x != x for NaN; 1/x < 0 tells -0.0 from +0.0)."""
+    inf = float("inf")
+    zero = torch.zeros((), dtype=torch.float32)
+    c = torch.where(x != x, zero + NAN, zero)
+    c = torch.where(x == inf, zero + POSINF, c)
+    c = torch.where(x == -inf, zero + NEGINF, c)
+    c = torch.where((x == 0) & ((1.0 / x) < 0), zero + NEGZERO, c)
+    return c
+
+
+def finite_part(x: Tensor) -> Tensor:
+    """x with NaN and +-inf replaced by 0 (x - x is 0 exactly for finite x, NaN otherwise)."""
+    return torch.where((x - x) == 0, x, torch.zeros((), dtype=x.dtype))
+
+
+def restore(y: Tensor, codes: Tensor) -> Tensor:
+    """Put back the non-finite values and -0.0 that `classes` recorded."""
+    dt = y.dtype
+    y = torch.where(codes == NAN, torch.full((), float("nan"), dtype=dt), y)
+    y = torch.where(codes == POSINF, torch.full((), float("inf"), dtype=dt), y)
+    y = torch.where(codes == NEGINF, torch.full((), float("-inf"), dtype=dt), y)
+    y = torch.where(codes == NEGZERO, torch.full((), -0.0, dtype=dt), y)
+    return y
+
+
+def _pack(b: Any, c: Tensor, shape: tuple[int, ...], axis: int) -> Tensor:
+    """Pack codes `c` (float32, static `shape`) along `axis` (0 or last), 8 per word."""
+    n = shape[axis]
+    groups = -(-n // _PACK)
+    pad = groups * _PACK - n
+    if pad:
+        pad_shape = list(shape)
+        pad_shape[axis] = pad
+        c = torch.cat([c, b.const(torch.zeros(pad_shape), "code_pad")], dim=axis)
+    w = torch.tensor([float(_PACK**j) for j in range(_PACK)])
+    if axis == 0:
+        c = c.reshape((groups, _PACK) + tuple(shape[1:]))
+        w = w.reshape((_PACK,) + (1,) * (len(shape) - 1))
+        return (c * b.const(w, "code_weights")).sum(1)
+    c = c.reshape(tuple(shape[:-1]) + (groups, _PACK))
+    return (c * b.const(w, "code_weights")).sum(-1)
+
+
+def _unpack(b: Any, p: Tensor, shape: tuple[int, ...], n: int, axis: int) -> Tensor:
+    """Inverse of `_pack` on a selected word tensor `p` of static `shape`; returns codes with
+    `n` entries along `axis`. floor(p / 8**j) is exact: p < 2**24 and 8**j is a power of 2."""
+    groups = shape[axis]
+    lo = torch.tensor([1.0 / (_PACK**j) for j in range(_PACK)])
+    hi = torch.tensor([1.0 / (_PACK ** (j + 1)) for j in range(_PACK)])
+    if axis == 0:
+        p = p.unsqueeze(1)
+        lo = lo.reshape((_PACK,) + (1,) * (len(shape) - 1))
+        hi = hi.reshape((_PACK,) + (1,) * (len(shape) - 1))
+    else:
+        p = p.unsqueeze(-1)
+    codes = torch.floor(p * b.const(lo, "code_lo")) - torch.floor(
+        p * b.const(hi, "code_hi")
+    ) * float(_PACK)
+    if axis == 0:
+        codes = codes.reshape((groups * _PACK,) + tuple(shape[1:]))
+        return codes[:n] if groups * _PACK != n else codes
+    codes = codes.reshape(tuple(shape[:-1]) + (groups * _PACK,))
+    return codes[..., :n] if groups * _PACK != n else codes
+
+
+def _onehot(b: Any, idx: Tensor, n: int, dtype: torch.dtype, transpose: bool) -> Tensor:
+    """One-hot matrix of `idx` (shape [..., K]) over n positions, as [..., K, n] or, with
+    `transpose`, [..., n, K]. Computed now and stored as a constant when idx is known."""
+    if _is_real(idx):
+        ar = torch.arange(n, dtype=idx.dtype)
+        m = (ar.unsqueeze(-1) == idx.unsqueeze(-2)) if transpose else (idx.unsqueeze(-1) == ar)
+        return b.const(m.to(dtype), f"onehot_{n}")
+    ar = b.const(torch.arange(n, dtype=torch.int64), f"arange_{n}")
+    if transpose:
+        m = ar.unsqueeze(-1) == idx.unsqueeze(-2)
+    else:
+        m = idx.unsqueeze(-1) == ar
+    return m.to(dtype)
+
+
+def take_rows(
+    b: Any,
+    x: Tensor,
+    idx: Tensor,
+    *,
+    pre: int,
+    n: int,
+    post: int,
+    k: int,
+    batched: bool,
+    dtype: torch.dtype,
+    known_finite: bool,
+) -> Tensor:
+    """Select along the middle axis of x viewed as [pre, n, post].
+
+    idx: int tensor [k] (the same rows for every `pre`), or [pre, k] when `batched`, values
+    in [0, n). Returns [pre, k, post] (or [pre, k] when post == 1) in `dtype`.
+    Layout: with post > 1 the one-hot [k, n] multiplies from the left; with post == 1 its
+    transpose [n, k] multiplies from the right, so the source is never transposed.
+    Cost: pre*k*n*post multiply-adds (+1/8 of that for the code path of float sources that
+    may hold non-finite values); the one-hot mask has k*n elements (pre*k*n when batched).
+    """
+    wdt = work_dtype(dtype)
+    xw = _to(x, wdt, dtype)
+    codes = needs_codes(dtype, known_finite)
+    if codes:
+        c = classes(x)
+        xw = finite_part(xw)
+    if post > 1:
+        y = _onehot(b, idx, n, wdt, transpose=False) @ xw.reshape(pre, n, post)
+        if codes:
+            g = -(-post // _PACK)
+            cw = _pack(b, c.reshape(pre, n, post), (pre, n, post), axis=2)
+            sel = _onehot(b, idx, n, torch.float32, transpose=False) @ cw  # [pre, k, g]
+            y = restore(y, _unpack(b, sel, (pre, k, g), post, axis=2))
+        return _to(y, dtype, wdt)
+    mt = _onehot(b, idx, n, wdt, transpose=True)  # [n, k] or [pre, n, k]
+    if batched:
+        y = (xw.reshape(pre, 1, n) @ mt).reshape(pre, k)
+    else:
+        y = xw.reshape(pre, n) @ mt
+    if codes:
+        mtf = _onehot(b, idx, n, torch.float32, transpose=True)
+        if batched:
+            y = restore(y, (c.reshape(pre, 1, n) @ mtf).reshape(pre, k))
+        else:
+            g = -(-pre // _PACK)
+            cw = _pack(b, c.reshape(pre, n), (pre, n), axis=0)  # [g, n]
+            y = restore(y, _unpack(b, cw @ mtf, (g, k), pre, axis=0))
+    return _to(y, dtype, wdt)
+
+
+def gather_elements(
+    b: Any, x: Tensor, dim: int, idx: Tensor, *, x_shape: tuple[int, ...], dtype: torch.dtype,
+    known_finite: bool,
+) -> Tensor:
+    """torch.gather(x, dim, idx) where idx has x's shape except along `dim` (x already sliced
+    to idx's extent elsewhere) and may vary along every dim. Where-select then ReduceSum
+    over the n candidates: the select puts exact zeros where the mask is off, so the sum
+    is exact. Mask and select temporaries have numel(idx) * n elements."""
+    n = x_shape[dim]
+    wdt = work_dtype(dtype)
+    xw = _to(x, wdt, dtype)
+    codes = needs_codes(dtype, known_finite)
+    if codes:
+        c = classes(x)
+        xw = finite_part(xw)
+    if _is_real(idx):
+        mask = b.const(idx.unsqueeze(-1) == torch.arange(n, dtype=idx.dtype), f"gmask_{n}")
+    else:
+        mask = idx.unsqueeze(-1) == b.const(torch.arange(n, dtype=torch.int64), f"arange_{n}")
+    zero = torch.zeros((), dtype=wdt)
+    y = torch.where(mask, xw.movedim(dim, -1).unsqueeze(dim), zero).sum(-1)
+    if codes:
+        sel = torch.where(mask, c.movedim(dim, -1).unsqueeze(dim), torch.zeros(())).sum(-1)
+        y = restore(y, sel)
+    return y.to(dtype)

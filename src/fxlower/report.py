@@ -1,0 +1,104 @@
+"""The lowering report: plain data that every stage appends to and the CLI prints."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Applied:
+    """One rewrite that was applied."""
+
+    rewrite_id: str  # "<pass>:<node>", stable for a given model
+    pass_name: str
+    node: str
+    op: str  # the user-facing op that was rewritten, e.g. "nn.Embedding 'emb'"
+    detail: str  # the formulation chosen, in a phrase
+    macs: int = 0  # multiply-adds the rewrite adds per call
+    mask_elems: int = 0  # largest mask / temporary it materialises (elements)
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A candidate that was left in place, with the reason in a sentence."""
+
+    pass_name: str
+    node: str
+    op: str
+    reason: str
+
+
+@dataclass
+class Report:
+    capture: str = ""  # "symbolic_trace" or "torch.export"
+    capture_note: str = ""  # why symbolic tracing was not used, when it was not
+    applied: list[Applied] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    ops_before: dict[str, int] = field(default_factory=dict)  # forbidden-family ops in the graph
+    ops_after: dict[str, int] = field(default_factory=dict)
+    remaining: list[str] = field(default_factory=list)  # forbidden nodes left, described
+    verification: dict[str, Any] = field(default_factory=dict)
+    rolled_back: list[str] = field(default_factory=list)
+    onnx: dict[str, Any] = field(default_factory=dict)  # filled by fxlower.export
+    seconds: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for a in self.applied:
+            out[a.pass_name] = out.get(a.pass_name, 0) + 1
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def format(self) -> str:
+        """A readable table, as the CLI prints it."""
+        lines = [f"capture: {self.capture}" + (f"  ({self.capture_note})" if self.capture_note else "")]
+        before = ", ".join(f"{k} {v}" for k, v in sorted(self.ops_before.items())) or "none"
+        after = ", ".join(f"{k} {v}" for k, v in sorted(self.ops_after.items())) or "none"
+        lines.append(f"gather-family ops in the graph: before: {before}; after: {after}")
+        if self.applied:
+            lines.append("")
+            lines.append(f"applied ({len(self.applied)}):")
+            w = max(len(a.pass_name) for a in self.applied)
+            for a in self.applied:
+                cost = f"+{a.macs:,} MACs" if a.macs else "no MACs"
+                mask = f", mask {a.mask_elems:,} elems" if a.mask_elems else ""
+                lines.append(f"  {a.pass_name:<{w}}  {a.op}: {a.detail} ({cost}{mask})")
+        if self.skipped:
+            lines.append("")
+            lines.append(f"skipped ({len(self.skipped)}):")
+            for s in self.skipped:
+                lines.append(f"  {s.pass_name}  {s.op}: {s.reason}")
+        if self.rolled_back:
+            lines.append("")
+            lines.append("rolled back after verification failed: " + ", ".join(self.rolled_back))
+        if self.remaining:
+            lines.append("")
+            lines.append("forbidden ops remaining: " + "; ".join(self.remaining))
+        v = self.verification
+        if v:
+            lines.append("")
+            if v.get("skipped"):
+                lines.append(f"verification: skipped ({v['skipped']})")
+            else:
+                lines.append(
+                    f"verification: {v['runs']} runs, {v['outputs']} outputs each, "
+                    f"max abs error {v['max_abs_error']:.3g}"
+                    + (" (bit-exact)" if v.get("bit_exact") else "")
+                )
+        if self.onnx:
+            o = self.onnx
+            lines.append(
+                f"onnx: {o.get('path')}: {o.get('nodes')} nodes, forbidden "
+                f"{o.get('forbidden', 0)}, onnxruntime max abs error "
+                f"{o.get('ort_max_abs_error', float('nan')):.3g}"
+            )
+        for wmsg in self.warnings:
+            lines.append(f"warning: {wmsg}")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.format()

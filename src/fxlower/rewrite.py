@@ -1,0 +1,135 @@
+"""The rewrite framework: a pass is `match` -> `check` -> `replace`.
+
+- `match(node, ctx)` is cheap and structural: is this node a candidate at all?
+- `check(node, ctx)` returns a `Plan` (everything `replace` needs, plus the cost the
+  rewrite adds) or a `Skip` carrying the reason a user will read.
+- `replace(node, plan, b)` writes the replacement with a `graph.Builder` and returns the
+  node that replaces `node`.
+Nothing is stashed on the pass between the three. Passes are listed explicitly, in run
+order, in `fxlower.passes.PASSES`; nothing registers itself on import.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+import torch.fx as fx
+
+from . import graph as g
+from .report import Applied, Report, Skipped
+
+
+@dataclass(frozen=True)
+class Options:
+    """Lowering options that passes read."""
+
+    assume_finite: bool = False  # the user promises float sources hold no NaN/inf/-0.0
+    merge: str = "auto"  # "auto" | "always" | "never" (linear-chain merges)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What `replace` needs. Passes subclass it or fill `data`."""
+
+    detail: str
+    macs: int = 0
+    mask_elems: int = 0
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Skip:
+    reason: str
+
+
+@dataclass
+class Context:
+    gm: fx.GraphModule
+    options: Options
+    has_shapes: bool
+
+    def spec(self, node: Any) -> g.TensorSpec | None:
+        return g.spec(node)
+
+    def is_const(self, node: Any) -> bool:
+        return g.is_const(node)
+
+    def value(self, node: Any) -> Any:
+        return g.const_value(self.gm, node)
+
+    def origin(self, node: fx.Node) -> str:
+        return str(node.meta.get("fxl_origin") or describe(node))
+
+
+def describe(node: fx.Node) -> str:
+    """A user-facing name of the op a node performs."""
+    t = node.target
+    if node.op == "call_module":
+        return f"module '{t}'"
+    if node.op == "call_method":
+        return f"Tensor.{t} '{node.name}'"
+    if isinstance(t, torch._ops.OpOverload):
+        return f"aten.{t._schema.name.split('::')[-1]} '{node.name}'"
+    return f"{getattr(t, '__name__', t)} '{node.name}'"
+
+
+class RewritePass:
+    """Base class of every rewrite in `passes/`. See the module docstring."""
+
+    name: ClassVar[str] = ""
+
+    def match(self, node: fx.Node, ctx: Context) -> bool:
+        raise NotImplementedError
+
+    def check(self, node: fx.Node, ctx: Context) -> Plan | Skip:
+        raise NotImplementedError
+
+    def replace(self, node: fx.Node, plan: Plan, b: g.Builder) -> fx.Node:
+        raise NotImplementedError
+
+
+def run_passes(
+    gm: fx.GraphModule,
+    passes: Sequence[RewritePass],
+    ctx: Context,
+    report: Report,
+    *,
+    enabled: Callable[[str], bool] = lambda rid: True,
+    reannotate: Callable[[], None] | None = None,
+) -> None:
+    """Run each pass over the graph once, in order, recording what it did in `report`.
+
+    `enabled(rewrite_id)` lets the caller switch single rewrites off (culprit finding).
+    `reannotate` refreshes shapes after a pass changed the graph.
+    """
+    for p in passes:
+        changed = False
+        for node in list(gm.graph.nodes):
+            if node.graph is not gm.graph or not p.match(node, ctx):
+                continue
+            result = p.check(node, ctx)
+            op = ctx.origin(node)
+            if isinstance(result, Skip):
+                report.skipped.append(Skipped(p.name, node.name, op, result.reason))
+                continue
+            rid = f"{p.name}:{node.name}"
+            if not enabled(rid):
+                report.skipped.append(Skipped(p.name, node.name, op, "switched off"))
+                continue
+            with g.Builder(gm, node) as b:
+                new = p.replace(node, result, b)
+            if new is not node:
+                g.replace_node(node, new)
+            report.applied.append(
+                Applied(rid, p.name, node.name, op, result.detail, result.macs, result.mask_elems)
+            )
+            changed = True
+        if changed:
+            g.erase_dead(gm)
+            gm.graph.lint()
+            gm.recompile()
+            if reannotate is not None:
+                reannotate()

@@ -1,0 +1,50 @@
+"""Test helpers for users of fxlower: assert that an ONNX model holds no forbidden ops.
+
+Example, in a pytest test::
+
+    from fxlower.testing import assert_no_forbidden_ops
+
+    def test_export_is_gather_free(tmp_path):
+        path = tmp_path / "model.onnx"
+        torch.onnx.export(model, args, path, dynamo=True)
+        assert_no_forbidden_ops(path)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+from onnx import ModelProto
+
+from fxlower.check import CheckResult, check_file, check_model
+
+__all__ = ["assert_no_forbidden_ops"]
+
+
+def assert_no_forbidden_ops(
+    model_or_path: ModelProto | str | os.PathLike[str],
+    *,
+    forbid: Iterable[str] | str | None = None,
+    allow: Iterable[str] | str | None = None,
+) -> CheckResult:
+    """Check a model (an ``onnx.ModelProto`` or the path of an ONNX file) and return the result.
+
+    ``forbid`` and ``allow`` are as in :func:`fxlower.check.check_model` (default: the gather
+    family is forbidden).  Raises ``AssertionError`` whose message is
+    :meth:`CheckResult.format` when any node is a violation; a file that cannot be read raises
+    :class:`fxlower.errors.OnnxCheckError` (an error, not a failed assertion).
+    """
+    __tracebackhide__ = True  # pytest: report the failure at the caller
+    if isinstance(model_or_path, ModelProto):
+        result = check_model(model_or_path, forbid=forbid, allow=allow)
+    elif isinstance(model_or_path, (str, os.PathLike)):
+        result = check_file(model_or_path, forbid=forbid, allow=allow)
+    else:
+        raise TypeError(
+            "assert_no_forbidden_ops expects an onnx.ModelProto or a path, "
+            f"got {type(model_or_path).__name__}"
+        )
+    if not result.ok:
+        raise AssertionError(result.format())
+    return result
