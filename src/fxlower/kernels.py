@@ -59,27 +59,23 @@ def classes(x: Tensor) -> Tensor:
     """Class code of every element as float32: 0 finite (not -0.0), 1 NaN, 2 +inf, 3 -inf,
     4 -0.0. Built from comparisons only (x != x for NaN; 1/x < 0 tells -0.0 from +0.0)."""
     inf = float("inf")
-    zero = torch.zeros((), dtype=torch.float32)
-    c = torch.where(x != x, zero + NAN, zero)
-    c = torch.where(x == inf, zero + POSINF, c)
-    c = torch.where(x == -inf, zero + NEGINF, c)
-    c = torch.where((x == 0) & ((1.0 / x) < 0), zero + NEGZERO, c)
-    return c
+    c = torch.where(x != x, float(NAN), 0.0)
+    c = torch.where(x == inf, float(POSINF), c)
+    c = torch.where(x == -inf, float(NEGINF), c)
+    return torch.where((x == 0) & ((1.0 / x) < 0), float(NEGZERO), c)
 
 
 def finite_part(x: Tensor) -> Tensor:
     """x with NaN and +-inf replaced by 0 (x - x is 0 exactly for finite x, NaN otherwise)."""
-    return torch.where((x - x) == 0, x, torch.zeros((), dtype=x.dtype))
+    return torch.where((x - x) == 0, x, 0.0)
 
 
 def restore(y: Tensor, codes: Tensor) -> Tensor:
     """Put back the non-finite values and -0.0 that `classes` recorded."""
-    dt = y.dtype
-    y = torch.where(codes == NAN, torch.full((), float("nan"), dtype=dt), y)
-    y = torch.where(codes == POSINF, torch.full((), float("inf"), dtype=dt), y)
-    y = torch.where(codes == NEGINF, torch.full((), float("-inf"), dtype=dt), y)
-    y = torch.where(codes == NEGZERO, torch.full((), -0.0, dtype=dt), y)
-    return y
+    y = torch.where(codes == NAN, float("nan"), y)
+    y = torch.where(codes == POSINF, float("inf"), y)
+    y = torch.where(codes == NEGINF, float("-inf"), y)
+    return torch.where(codes == NEGZERO, -0.0, y)
 
 
 def _pack(b: Any, c: Tensor, shape: tuple[int, ...], axis: int) -> Tensor:
@@ -208,9 +204,36 @@ def gather_elements(
         mask = b.const(idx.unsqueeze(-1) == torch.arange(n, dtype=idx.dtype), f"gmask_{n}")
     else:
         mask = idx.unsqueeze(-1) == b.const(torch.arange(n, dtype=torch.int64), f"arange_{n}")
-    zero = torch.zeros((), dtype=wdt)
-    y = torch.where(mask, xw.movedim(dim, -1).unsqueeze(dim), zero).sum(-1)
+    y = torch.where(mask, xw.movedim(dim, -1).unsqueeze(dim), 0).sum(-1)
     if codes:
-        sel = torch.where(mask, c.movedim(dim, -1).unsqueeze(dim), torch.zeros(())).sum(-1)
+        sel = torch.where(mask, c.movedim(dim, -1).unsqueeze(dim), 0.0).sum(-1)
         y = restore(y, sel)
     return y.to(dtype)
+
+
+def runs(idx: list[int]) -> list[tuple[int, int, int]]:
+    """Split a list of positions into (start, stop, step) runs of a constant positive step,
+    so `x[start:stop:step]` pieces concatenated give `x[idx]`."""
+    out: list[tuple[int, int, int]] = []
+    i = 0
+    while i < len(idx):
+        start = idx[i]
+        if i + 1 < len(idx) and idx[i + 1] > start:
+            step = idx[i + 1] - start
+            j = i + 1
+            while j + 1 < len(idx) and idx[j + 1] - idx[j] == step:
+                j += 1
+            out.append((start, idx[j] + 1, step))
+            i = j + 1
+        else:
+            out.append((start, start + 1, 1))
+            i += 1
+    return out
+
+
+def slice_rows(x3: Tensor, pieces: list[tuple[int, int, int]], n: int) -> Tensor:
+    """x3[:, idx, :] for constant idx given as runs: Slice + Concat, no arithmetic at all."""
+    if pieces == [(0, n, 1)]:
+        return x3
+    parts = [x3[:, a:z:s] for a, z, s in pieces]
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)

@@ -1,0 +1,18 @@
+"""The rewrite passes, in run order. A new rewrite adds one file here and one line below."""
+
+from __future__ import annotations
+
+from fxlower.rewrite import RewritePass
+
+from .gather_to_mask_matmul import GatherToMaskMatmul
+from .index_to_mask_matmul import IndexToMaskMatmul
+from .select_to_slice import SelectToSlice
+
+# Run order: cheap exact slices first, then the mask products.
+PASSES: list[RewritePass] = [
+    SelectToSlice(),
+    IndexToMaskMatmul(),
+    GatherToMaskMatmul(),
+]
+
+__all__ = ["PASSES"]

@@ -1,0 +1,186 @@
+"""gather_to_mask_matmul: `torch.gather` becomes a mask product or a masked sum.
+
+Covers `torch.gather`, `Tensor.gather`, `take_along_dim` and `aten.gather.default` (all
+normalised to `aten.gather.default(x, dim, idx)`).
+
+Algebra: out[..., k, ...] = x[..., idx[..., k, ...], ...] along `dim` (size N in x, K in
+idx). Other dims split in two:
+- *broadcast* dims, along which the index is constant: found by following the index back
+  through `expand` / `repeat` / `broadcast_to` (the MAE `ids.unsqueeze(-1).repeat(1, 1, D)`
+  pattern), or, for a constant index, from its values;
+- *batch* dims, along which it varies.
+With broadcast dims, x is viewed as [B, N, R] (batch, dim, broadcast) and
+    out = onehot(idx_core)[B, K, N] @ x[B, N, R]            (kernels.take_rows)
+a batched matmul with a K x N mask per batch row, never a mask of the index's full size.
+Without broadcast dims every element has its own index:
+    out = sum_n where(idx[..., None] == n, x[..., n], 0)     (kernels.gather_elements)
+whose temporaries have numel(idx) * N elements: memory grows with N (reported).
+
+Legality (each a skip reason):
+1. static shapes of x and idx are known (pass example_inputs);
+2. a constant index is in range (torch raises otherwise).
+
+Formulations for an index known when lowering: one shared row set along `dim` becomes
+Slice + Concat (<= 16 runs) or a precomputed one-hot; otherwise the mask is precomputed as a
+constant. Nothing index-dependent runs at run time.
+
+Numerics: exact for every dtype and value, as in kernels.py (non-finite class codes for
+float sources that may hold NaN/inf/-0.0; integers in their own dtype). Out-of-range
+run-time indices give zeros where torch would raise.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.fx as fx
+
+from fxlower import kernels
+from fxlower.graph import Builder
+from fxlower.normalise import GATHER
+from fxlower.rewrite import Context, Plan, RewritePass, Skip
+
+from .index_to_mask_matmul import MAX_RUNS, known_finite
+
+aten = torch.ops.aten
+_EXPAND = {aten.expand.default, aten.expand_copy.default, aten.broadcast_to.default,
+           torch.broadcast_to, "expand", "expand_as", "broadcast_to"}
+_REPEAT = {aten.repeat.default, "repeat"}
+
+
+def _target(n: fx.Node) -> object:
+    return n.target
+
+
+def broadcast_core(idx: fx.Node, ctx: Context) -> tuple[fx.Node, tuple[int, ...]]:
+    """Follow idx back through broadcasting ops to the smallest tensor it was expanded
+    from. Returns that node and its shape aligned to idx's rank (leading 1s added)."""
+    si = ctx.spec(idx)
+    assert si is not None
+    node = idx
+    while node.op in ("call_function", "call_method") and _target(node) in _EXPAND | _REPEAT:
+        src = node.args[0]
+        ss = ctx.spec(src)
+        if not isinstance(src, fx.Node) or ss is None or ss.rank > si.rank:
+            break
+        aligned = (1,) * (si.rank - ss.rank) + ss.shape
+        out = ctx.spec(node)
+        if out is None:
+            break
+        if _target(node) in _REPEAT:
+            # repeat tiles: only repeats of size-1 dims are broadcasts
+            if any(a != 1 and o != a for a, o in zip(aligned, out.shape, strict=True)):
+                break
+        node = src
+    sc = ctx.spec(node)
+    assert sc is not None
+    return node, (1,) * (si.rank - sc.rank) + sc.shape
+
+
+class GatherToMaskMatmul(RewritePass):
+    name = "gather_to_mask_matmul"
+
+    def match(self, node: fx.Node, ctx: Context) -> bool:
+        return node.op == "call_function" and node.target is GATHER
+
+    def check(self, node: fx.Node, ctx: Context) -> Plan | Skip:
+        x, dim, idx = node.args[:3]
+        sx, si = ctx.spec(x), ctx.spec(idx)
+        if sx is None or si is None:
+            return Skip("shapes unknown: pass example_inputs so the mask size is static")
+        rank = sx.rank
+        dim = int(dim) % max(rank, 1)  # type: ignore[arg-type]
+        n, k = sx.shape[dim], si.shape[dim]
+        data = {"dim": dim, "n": n, "k": k, "x_shape": sx.shape, "idx_shape": si.shape,
+                "dtype": sx.dtype, "known_finite": known_finite(x, ctx)}  # type: ignore[arg-type]
+        const = ctx.is_const(idx)
+        if const:
+            v = ctx.value(idx).to(torch.int64)
+            if bool(((v < 0) | (v >= n)).any()):
+                return Skip(f"constant index out of range for a dimension of size {n}")
+            core_shape = tuple(
+                1 if d != dim and bool((v == v.narrow(d, 0, 1)).all()) else s
+                for d, s in enumerate(si.shape)
+            )
+            core = v[tuple(slice(0, c) for c in core_shape)]
+            data["core_value"] = core
+        else:
+            core_node, core_shape = broadcast_core(idx, ctx)  # type: ignore[arg-type]
+            data["core_node"] = core_node
+            data["core_own_shape"] = ctx.spec(core_node).shape  # type: ignore[union-attr]
+        data["core_shape"] = core_shape
+        bdims = [d for d in range(rank) if d != dim and core_shape[d] > 1]
+        rdims = [d for d in range(rank) if d != dim and core_shape[d] == 1]
+        rsize = math.prod(si.shape[d] for d in rdims)
+        data["bdims"], data["rdims"] = bdims, rdims
+        bsize = math.prod(si.shape[d] for d in bdims)
+        if const and not bdims:
+            rows = data["core_value"].reshape(-1).tolist()
+            pieces = kernels.runs(rows)
+            if len(pieces) <= MAX_RUNS:
+                data["pieces"] = pieces
+                return Plan(detail=f"constant index: {len(pieces)} slice(s) along dim {dim}",
+                            data=data)
+        if rsize > 1:
+            macs = bsize * k * n * rsize
+            extra = 0 if data["known_finite"] else macs // 8
+            kind = "constant one-hot" if const else "one-hot"
+            return Plan(
+                detail=f"{kind} batched matmul: {bsize} x [{k}x{n}] mask, index broadcast "
+                f"over {rsize} elements",
+                macs=macs + extra, mask_elems=0 if const else bsize * k * n, data=data,
+            )
+        elems = math.prod(si.shape) * n
+        data["elementwise"] = True
+        return Plan(
+            detail=f"masked sum over {n} candidates per element (index varies along every "
+            f"dim; memory grows with N)",
+            macs=elems * (1 if data["known_finite"] else 2),
+            mask_elems=0 if const else elems, data=data,
+        )
+
+    def replace(self, node: fx.Node, plan: Plan, b: Builder) -> fx.Node:
+        d = plan.data
+        dim, xs, ish = d["dim"], d["x_shape"], d["idx_shape"]
+        x = b.proxy(node.args[0])  # type: ignore[arg-type]
+        # torch.gather reads x only up to idx's extent along the other dims
+        cut = tuple(slice(0, ish[i]) if i != dim and ish[i] < xs[i] else slice(None)
+                    for i in range(len(xs)))
+        if any(c != slice(None) for c in cut):
+            x = x[cut]
+        xshape = tuple(xs[i] if i == dim else ish[i] for i in range(len(xs)))
+        if d.get("elementwise"):
+            idx = d["core_value"] if "core_value" in d else b.proxy(node.args[2])  # type: ignore[arg-type]
+            if "core_value" in d:
+                idx = idx.expand(ish) if tuple(idx.shape) != tuple(ish) else idx
+            return kernels.gather_elements(
+                b, x, dim, idx, x_shape=xshape, dtype=d["dtype"], known_finite=d["known_finite"]
+            ).node
+        bdims, rdims, n, k = d["bdims"], d["rdims"], d["n"], d["k"]
+        order = bdims + [dim] + rdims
+        if order != list(range(len(xs))):
+            x = x.permute(*order)
+        bsz = math.prod(ish[i] for i in bdims)
+        rsz = math.prod(ish[i] for i in rdims)
+        x3 = x.reshape(bsz, n, rsz)
+        out_perm_shape = tuple(ish[i] for i in bdims) + (k,) + tuple(ish[i] for i in rdims)
+        if "pieces" in d:
+            y = kernels.slice_rows(x3, d["pieces"], n)
+        else:
+            if "core_value" in d:
+                core = d["core_value"]
+            else:
+                core = b.proxy(d["core_node"])
+                if tuple(d["core_shape"]) != tuple(d["core_own_shape"]):
+                    core = core.reshape(d["core_shape"])
+            core = core.permute(*order) if order != list(range(len(xs))) else core
+            core = core.reshape(bsz, k) if bsz > 1 else core.reshape(k)
+            y = kernels.take_rows(b, x3, core, pre=bsz, n=n, post=rsz, k=k, batched=bsz > 1,
+                                  dtype=d["dtype"], known_finite=d["known_finite"])
+        y = y.reshape(out_perm_shape)
+        if order != list(range(len(xs))):
+            inv = [order.index(i) for i in range(len(xs))]
+            y = y.permute(*inv)
+        return y.node
+

@@ -1,0 +1,151 @@
+"""index_to_mask_matmul: advanced indexing becomes a one-hot matrix product.
+
+Covers `x[idx]`, `x[:, idx]`, `x[i, j]` (several index tensors, broadcast together),
+negative indices, `index_select`, `nn.Embedding` / `F.embedding` (any `padding_idx`),
+`torch.take` and `aten.index.Tensor` (all normalised to `aten.index.Tensor(x, indices)`).
+
+Algebra: let the indexed dims of x have sizes N_1..N_m and the index tensors broadcast to
+shape S. With L = sum_j wrap(i_j) * stride_j the linear position in the flattened indexed
+dims (N = prod N_j; wrap(i) = i + N_j for i < 0), and x viewed as [pre, N, post]:
+    out[p, s, q] = sum_n onehot(L)[s, n] * x[p, n, q]      (kernels.take_rows)
+then reshaped to PyTorch's result shape (index dims in place when the indexed dims are
+adjacent, else first). Adjacent indexed dims need no transpose; with post == 1 the
+transposed one-hot multiplies from the right, so x is never transposed.
+
+Legality (each a skip reason):
+1. static shapes of x and of every index are known (pass example_inputs);
+2. no index is boolean / uint8 (a mask index has a data-dependent output shape);
+3. a constant index is in range (torch raises otherwise; we refuse rather than guess).
+
+Formulations:
+- index known when lowering (buffer, constant, arange): no run-time mask. Runs of a
+  constant step become Slice + Concat when there are at most 16 of them, else the
+  one-hot matrix is precomputed as a constant.
+- otherwise: Equal against a constant arange, Cast, MatMul.
+
+Numerics: exact for every dtype and value (see kernels.py): float sources that may hold
+NaN/inf/-0.0 carry a packed class code (1/8 extra multiply-adds); parameters found finite
+when lowering, integer sources and `assume_finite=True` skip it. Integers are reduced in
+their own dtype. Out-of-range run-time indices give zeros where torch would raise.
+Cost: pre*K*N*post multiply-adds (K = numel(S)); mask K*N elements.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.fx as fx
+
+from fxlower import kernels
+from fxlower.graph import Builder, is_param_or_buffer
+from fxlower.normalise import INDEX
+from fxlower.rewrite import Context, Plan, RewritePass, Skip
+
+MAX_RUNS = 16
+
+
+def known_finite(node: fx.Node, ctx: Context) -> bool:
+    """True when the source cannot hold NaN/inf/-0.0 worth a code path: not a float, the
+    user said so, or a parameter/buffer whose values are all finite and not -0.0 now."""
+    s = ctx.spec(node)
+    if s is None or not s.dtype.is_floating_point or ctx.options.assume_finite:
+        return True
+    if is_param_or_buffer(ctx.gm, node):
+        v = ctx.value(node).detach()
+        return bool(torch.isfinite(v).all()) and not bool(((v == 0) & torch.signbit(v)).any())
+    return False
+
+
+class IndexToMaskMatmul(RewritePass):
+    name = "index_to_mask_matmul"
+
+    def match(self, node: fx.Node, ctx: Context) -> bool:
+        return node.op == "call_function" and node.target is INDEX
+
+    def check(self, node: fx.Node, ctx: Context) -> Plan | Skip:
+        x, indices = node.args
+        sx = ctx.spec(x)
+        if sx is None:
+            return Skip("shapes unknown: pass example_inputs so the mask size is static")
+        pos = [p for p, t in enumerate(indices) if t is not None]  # type: ignore[arg-type]
+        specs = [ctx.spec(indices[p]) for p in pos]  # type: ignore[index]
+        if any(s is None for s in specs):
+            return Skip("index shapes unknown: pass example_inputs")
+        if any(s.dtype in (torch.bool, torch.uint8) for s in specs):  # type: ignore[union-attr]
+            return Skip("boolean mask index: the output shape depends on the data")
+        sizes = [sx.shape[p] for p in pos]
+        shape_s = tuple(torch.broadcast_shapes(*[s.shape for s in specs]))  # type: ignore[union-attr]
+        n = math.prod(sizes)
+        k = math.prod(shape_s)
+        adjacent = pos == list(range(pos[0], pos[-1] + 1))
+        others = [d for d in range(sx.rank) if d not in pos]
+        if adjacent:
+            pre = math.prod(sx.shape[: pos[0]])
+            post = math.prod(sx.shape[pos[-1] + 1 :])
+            out_shape = sx.shape[: pos[0]] + shape_s + sx.shape[pos[-1] + 1 :]
+        else:
+            pre, post = 1, math.prod(sx.shape[d] for d in others)
+            out_shape = shape_s + tuple(sx.shape[d] for d in others)
+        data = {"pos": pos, "sizes": sizes, "n": n, "k": k, "pre": pre, "post": post,
+                "adjacent": adjacent, "others": others, "out_shape": out_shape,
+                "dtype": sx.dtype, "known_finite": known_finite(x, ctx)}  # type: ignore[arg-type]
+        where = f"{k} of {n} rows" + ("" if adjacent else " (indexed dims moved first)")
+        if all(ctx.is_const(indices[p]) for p in pos):  # type: ignore[index]
+            lin = self._linear(ctx, [ctx.value(indices[p]) for p in pos], sizes, shape_s)  # type: ignore[index]
+            if isinstance(lin, str):
+                return Skip(lin)
+            pieces = kernels.runs(lin.tolist())
+            data["lin"] = lin
+            if len(pieces) <= MAX_RUNS:
+                data["pieces"] = pieces
+                return Plan(detail=f"constant index: {len(pieces)} slice(s), {where}", data=data)
+            macs = pre * k * n * post
+            return Plan(detail=f"constant index: precomputed one-hot matmul, {where}",
+                        macs=macs + (0 if data["known_finite"] else macs // 8), data=data)
+        macs = pre * k * n * post
+        code = "" if data["known_finite"] else " + non-finite code path"
+        return Plan(detail=f"one-hot matmul{code}, {where}",
+                    macs=macs + (0 if data["known_finite"] else macs // 8),
+                    mask_elems=k * n, data=data)
+
+    @staticmethod
+    def _linear(ctx: Context, values: list[torch.Tensor], sizes: list[int],
+                shape_s: tuple[int, ...]) -> torch.Tensor | str:
+        lin = torch.zeros(shape_s, dtype=torch.int64)
+        stride = math.prod(sizes)
+        for v, size in zip(values, sizes, strict=True):
+            v = v.to(torch.int64)
+            if bool(((v < -size) | (v >= size)).any()):
+                return f"constant index out of range for a dimension of size {size}"
+            stride //= size
+            lin = lin + torch.where(v < 0, v + size, v) * stride
+        return lin.reshape(-1)
+
+    def replace(self, node: fx.Node, plan: Plan, b: Builder) -> fx.Node:
+        d = plan.data
+        x = b.proxy(node.args[0])  # type: ignore[arg-type]
+        if not d["adjacent"]:
+            x = x.permute(*d["pos"], *d["others"])
+        x3 = x.reshape(d["pre"], d["n"], d["post"])
+        if "pieces" in d:
+            y = kernels.slice_rows(x3, d["pieces"], d["n"])
+            return y.reshape(d["out_shape"]).node
+        if "lin" in d:
+            lin = d["lin"]
+        else:
+            indices = node.args[1]
+            lin = None
+            stride = d["n"]
+            for p, size in zip(d["pos"], d["sizes"], strict=True):
+                i = b.proxy(indices[p])  # type: ignore[index]
+                stride //= size
+                term = torch.where(i < 0, i + size, i)
+                term = term * stride if stride != 1 else term
+                lin = term if lin is None else lin + term
+            lin = lin.reshape(-1).to(torch.int64)  # type: ignore[union-attr]
+        y = kernels.take_rows(
+            b, x3, lin, pre=d["pre"], n=d["n"], post=d["post"], k=d["k"], batched=False,
+            dtype=d["dtype"], known_finite=d["known_finite"],
+        )
+        return y.reshape(d["out_shape"]).node

@@ -1,0 +1,15 @@
+"""fxlower: lower gather-family ops and chains of linear layers in PyTorch models into ops
+every edge chip has, verify the result, and export gather-free ONNX."""
+
+from __future__ import annotations
+
+from .api import export, lower, report_of
+from .errors import FxlowerError, LoweringError, OnnxCheckError, VerificationError
+from .report import Applied, Report, Skipped
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "lower", "export", "report_of", "Report", "Applied", "Skipped",
+    "FxlowerError", "LoweringError", "VerificationError", "OnnxCheckError",
+]

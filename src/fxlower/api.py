@@ -1,0 +1,283 @@
+"""The Python API: `lower` and `export`. The CLI sits on top of these."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.fx as fx
+from torch.utils import _pytree as pytree
+
+from . import census, graph
+from .capture import capture
+from .errors import LoweringError, VerificationError
+from .normalise import normalise
+from .report import Report
+from .rewrite import Context, Options, RewritePass, run_passes
+from .verify import Mismatch, draw_like, verify
+
+REPORT_ATTR = "fxlower_report"
+
+
+def _as_inputs(example_inputs: Any) -> tuple[Any, ...] | None:
+    if example_inputs is None:
+        return None
+    if isinstance(example_inputs, torch.Tensor):
+        return (example_inputs,)
+    if isinstance(example_inputs, list):
+        return tuple(example_inputs)
+    if not isinstance(example_inputs, tuple):
+        raise LoweringError(
+            f"example_inputs must be a tensor or a tuple of positional inputs, not "
+            f"{type(example_inputs).__name__}"
+        )
+    return example_inputs
+
+
+def _check_model(model: Any, inputs: tuple[Any, ...] | None) -> None:
+    if not isinstance(model, torch.nn.Module):
+        raise LoweringError(f"expected a torch.nn.Module, got {type(model).__name__}")
+    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+        if t.device.type != "cpu":
+            raise LoweringError(
+                f"{name} is on device '{t.device}': fxlower lowers and verifies on the CPU; "
+                "move the model with model.cpu() first"
+            )
+    for t in pytree.tree_leaves(inputs) if inputs is not None else []:
+        if isinstance(t, torch.Tensor) and t.device.type != "cpu":
+            raise LoweringError(f"an example input is on device '{t.device}'; pass CPU tensors")
+
+
+def _passes() -> list[RewritePass]:
+    from fxlower.passes import PASSES  # the registry lives in the shipped passes package
+
+    return PASSES
+
+
+def _lower_once(
+    model: torch.nn.Module,
+    inputs: tuple[Any, ...] | None,
+    options: Options,
+    passes: Sequence[RewritePass],
+    enabled: Callable[[str], bool],
+) -> tuple[fx.GraphModule, Report]:
+    report = Report()
+    t0 = time.perf_counter()
+    cap = capture(model, inputs)
+    gm = cap.gm
+    report.capture, report.capture_note = cap.method, cap.note
+    report.seconds["capture"] = time.perf_counter() - t0
+
+    def reannotate() -> None:
+        if inputs is not None:
+            graph.annotate(gm, inputs)
+
+    t0 = time.perf_counter()
+    reannotate()
+    if normalise(gm, report):
+        reannotate()
+    report.ops_before = census.census(gm)
+    ctx = Context(gm=gm, options=options, has_shapes=inputs is not None)
+    run_passes(gm, passes, ctx, report, enabled=enabled, reannotate=reannotate)
+    graph.erase_dead(gm)
+    gm.graph.lint()
+    gm.recompile()
+    report.ops_after = census.census(gm)
+    report.remaining = census.remaining(gm)
+    report.seconds["rewrite"] = time.perf_counter() - t0
+    return gm, report
+
+
+def lower(
+    model: torch.nn.Module,
+    example_inputs: Any = None,
+    *,
+    verify: bool = True,
+    on_forbidden: str = "raise",
+    assume_finite: bool = False,
+    merge: str = "auto",
+    passes: Sequence[RewritePass] | None = None,
+    enabled: Callable[[str], bool] | None = None,
+) -> fx.GraphModule:
+    """Lower `model` into a GraphModule free of gather-family ops, and verify it.
+
+    Args:
+        model: the nn.Module; never modified (capture and rewriting work on copies).
+        example_inputs: a tensor or tuple of positional inputs. Shapes are specialised to
+            them. Without them only symbolic tracing is possible and verification is skipped.
+        verify: compare the lowered module with the original on the example inputs and on
+            fresh draws; raise VerificationError naming the output and the rewrite.
+        on_forbidden: "raise" (LoweringError if a gather-family op remains) or "warn".
+        assume_finite: promise that float sources hold no NaN/inf/-0.0 (skips the code path
+            that carries them through a mask product exactly).
+        merge: "auto" | "always" | "never" for merging chains of linear layers.
+        passes: the passes to run (default: fxlower.passes.PASSES).
+        enabled: predicate over rewrite ids ("<pass>:<node>") to switch single rewrites off.
+
+    Returns the GraphModule; its report is `lowered.fxlower_report` (`fxlower.Report`).
+    """
+    if on_forbidden not in ("raise", "warn"):
+        raise ValueError("on_forbidden must be 'raise' or 'warn'")
+    if merge not in ("auto", "always", "never"):
+        raise ValueError("merge must be 'auto', 'always' or 'never'")
+    inputs = _as_inputs(example_inputs)
+    _check_model(model, inputs)
+    options = Options(assume_finite=assume_finite, merge=merge)
+    plist = list(_passes() if passes is None else passes)
+    on = enabled or (lambda rid: True)
+    gm, report = _lower_once(model, inputs, options, plist, on)
+
+    if inputs is None:
+        report.verification = {"skipped": "no example_inputs"}
+        if verify:
+            warnings.warn("fxlower.lower: no example_inputs, so verification was skipped",
+                          stacklevel=2)
+    elif verify:
+        t0 = time.perf_counter()
+        try:
+            mismatches, figures = _verify_quietly(model, gm, inputs)
+        except Exception as e:  # noqa: BLE001 - the lowered module failed to run at all
+            mismatches = [Mismatch("output", f"the lowered module raised {e!r}", float("inf"))]
+            figures = {}
+        if mismatches:
+            culprit = _find_culprit(model, inputs, options, plist, on, report)
+            first = mismatches[0]
+            raise VerificationError(
+                f"{first.output}: {first.message}; "
+                + (f"caused by rewrite {culprit}" if culprit else "no single rewrite reproduces it")
+                + (f" ({len(mismatches) - 1} more mismatches)" if len(mismatches) > 1 else "")
+            )
+        report.verification = figures
+        report.seconds["verify"] = time.perf_counter() - t0
+
+    if report.remaining:
+        msg = "forbidden ops remain after lowering: " + "; ".join(report.remaining)
+        reasons = [f"{s.op}: {s.reason}" for s in report.skipped]
+        if reasons:
+            msg += " (skipped: " + "; ".join(reasons) + ")"
+        if on_forbidden == "raise":
+            raise LoweringError(msg)
+        warnings.warn(msg, stacklevel=2)
+        report.warnings.append(msg)
+    setattr(gm, REPORT_ATTR, report)
+    return gm
+
+
+def _verify_quietly(model: Any, gm: Any, inputs: tuple[Any, ...]) -> tuple[list[Mismatch], dict[str, Any]]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return verify(model, gm, inputs)
+
+
+def _find_culprit(
+    model: torch.nn.Module,
+    inputs: tuple[Any, ...],
+    options: Options,
+    passes: Sequence[RewritePass],
+    on: Callable[[str], bool],
+    report: Report,
+) -> str | None:
+    """The first applied rewrite that alone makes verification fail."""
+    ids = [a.rewrite_id for a in report.applied]
+    for rid in ids:
+        gm, _ = _lower_once(model, inputs, options, passes, lambda r, rid=rid: r == rid and on(r))
+        try:
+            mism, _ = _verify_quietly(model, gm, inputs)
+        except Exception:  # noqa: BLE001
+            return rid
+        if mism:
+            return rid
+    return None
+
+
+def report_of(lowered: fx.GraphModule) -> Report:
+    """The report `lower` attached to its result."""
+    return getattr(lowered, REPORT_ATTR)
+
+
+def export(
+    model: torch.nn.Module,
+    example_inputs: Any,
+    path: str | os.PathLike[str],
+    *,
+    forbid: Any = None,
+    allow: Any = None,
+    **lower_kwargs: Any,
+) -> Report:
+    """Lower, export to ONNX (dynamo exporter), prove no forbidden op remains, and compare
+    onnxruntime's outputs with the original model's on fresh inputs. Returns the report."""
+    from .check import check_file
+
+    inputs = _as_inputs(example_inputs)
+    if inputs is None:
+        raise LoweringError("fxlower.export needs example_inputs")
+    lowered = lower(model, inputs, **lower_kwargs)
+    report = report_of(lowered)
+    t0 = time.perf_counter()
+    onnx_export(lowered, inputs, path)
+    report.seconds["export"] = time.perf_counter() - t0
+    result = check_file(path, forbid=forbid, allow=allow)
+    report.onnx = {"path": str(path), "nodes": result.n_nodes,
+                   "forbidden": len(result.violations), "op_counts": result.op_counts}
+    if not result.ok:
+        raise LoweringError("the exported ONNX file still has forbidden ops:\n" + result.format())
+    err = ort_compare(model, inputs, path)
+    report.onnx["ort_max_abs_error"] = err
+    return report
+
+
+def onnx_export(module: torch.nn.Module, inputs: tuple[Any, ...], path: str | os.PathLike[str]) -> None:
+    """torch.onnx.export with the dynamo exporter, quietly, into one self-contained file."""
+    import contextlib
+    import io
+    import logging
+
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    buf = io.StringIO()
+    with warnings.catch_warnings(), contextlib.redirect_stdout(buf):
+        warnings.simplefilter("ignore")
+        prog = torch.onnx.export(module, inputs, dynamo=True, verbose=False)
+        prog.save(str(path), external_data=False)
+
+
+def ort_compare(model: torch.nn.Module, inputs: tuple[Any, ...], path: str | os.PathLike[str],
+                *, draws: int = 2) -> float:
+    """Run the ONNX file in onnxruntime on fresh draws and compare with the original model.
+    Returns the max abs error; raises VerificationError on a mismatch."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from .verify import compare
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [i.name for i in sess.get_inputs()]
+    worst = 0.0
+    for r in range(draws):
+        fresh = draw_like(inputs, 1000 + r)
+        leaves = [t for t in pytree.tree_leaves(fresh) if isinstance(t, torch.Tensor)]
+        feed = {n: (t.float() if t.dtype == torch.bfloat16 else t).numpy()
+                for n, t in zip(names, leaves, strict=False)}
+        got = sess.run(None, feed)
+        with torch.no_grad():
+            torch.manual_seed(0)
+            ref = model(*fresh)
+        ref_leaves = [t for t in pytree.tree_leaves(ref) if isinstance(t, torch.Tensor)]
+        got_t = [torch.from_numpy(np.asarray(g)) for g in got]
+        got_t = [g.to(a.dtype) if g.dtype != a.dtype and a.dtype == torch.bfloat16 else g
+                 for g, a in zip(got_t, ref_leaves, strict=False)]
+        if len(got_t) != len(ref_leaves):
+            raise VerificationError(
+                f"onnxruntime returned {len(got_t)} outputs, the model {len(ref_leaves)}")
+        mism, w, _, _ = compare(tuple(ref_leaves), tuple(got_t), None)
+        if mism:
+            raise VerificationError(f"onnxruntime vs original: {mism[0].output}: {mism[0].message}")
+        worst = max(worst, w)
+    return worst
+
+
+__all__ = ["lower", "export", "report_of", "onnx_export", "ort_compare", "tempfile"]

@@ -1,0 +1,58 @@
+"""Capture an nn.Module as a torch.fx GraphModule.
+
+`torch.fx.symbolic_trace` first (readable torch-level graphs, no inputs needed); when it
+fails, or when the traced graph cannot run the example inputs, `torch.export.export`
+(non-strict) on the example inputs. The user's model is never touched: capture works on
+a deep copy.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.fx as fx
+
+from .errors import LoweringError
+
+
+@dataclass
+class Captured:
+    gm: fx.GraphModule
+    method: str  # "symbolic_trace" | "torch.export"
+    note: str  # why symbolic tracing was not used ("" when it was)
+
+
+def _reason(e: BaseException) -> str:
+    msg = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {msg[0] if msg else ''}"
+
+
+def capture(model: torch.nn.Module, example_inputs: tuple[Any, ...] | None) -> Captured:
+    """Trace a deep copy of `model`. Raises LoweringError with each tracer's own reason."""
+    work = copy.deepcopy(model)
+    try:
+        gm = fx.symbolic_trace(work)
+        if example_inputs is not None:
+            with torch.no_grad():
+                gm(*example_inputs)  # a traced graph must also run the example inputs
+        return Captured(gm, "symbolic_trace", "")
+    except Exception as e:  # noqa: BLE001 - any tracer failure means: try the next tracer
+        trace_error = _reason(e)
+    if example_inputs is None:
+        raise LoweringError(
+            f"torch.fx.symbolic_trace failed ({trace_error}) and no example_inputs were "
+            "given, so torch.export could not be tried"
+        )
+    work = copy.deepcopy(model)
+    try:
+        ep = torch.export.export(work, tuple(example_inputs), strict=False)
+    except Exception as e:  # noqa: BLE001
+        raise LoweringError(
+            "neither tracer could capture the model: "
+            f"torch.fx.symbolic_trace: {trace_error}; torch.export: {_reason(e)}"
+        ) from e
+    gm = ep.module()
+    return Captured(gm, "torch.export", f"symbolic_trace failed: {trace_error}")

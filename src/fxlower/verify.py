@@ -1,0 +1,164 @@
+"""Verification: the lowered module against the original, output leaf by output leaf.
+
+Runs both on the example inputs and on fresh random draws of the same shapes, dtypes and
+value ranges (integers uniform in the example's [min, max], so index inputs stay valid).
+Integer and boolean leaves must be equal; float leaves must have NaN/+inf/-inf in the same
+places and, elsewhere, an error within a tolerance grounded in the original's own fp32
+rounding: the original run in float64 is the reference, and the lowered error may be at
+most `max(4 * e_orig, 8 * eps * scale)` where e_orig is the original's own error against
+that reference and scale the largest finite magnitude of the output. Without a float64
+reference (a model that cannot run in float64) the floor `8 * eps * scale` alone applies.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.utils import _pytree as pytree
+
+
+@dataclass
+class Mismatch:
+    output: str
+    message: str
+    error: float
+
+
+def _path(kp: Any) -> str:
+    return "output" + "".join(str(k) for k in kp)
+
+
+def draw_like(inputs: tuple[Any, ...], seed: int) -> tuple[Any, ...]:
+    """Fresh inputs with the same pytree, shapes, dtypes and value ranges."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def one(t: Any) -> Any:
+        if not isinstance(t, torch.Tensor):
+            return t
+        if t.dtype == torch.bool:
+            return torch.randint(0, 2, t.shape, generator=gen).bool()
+        if t.dtype.is_floating_point:
+            x = torch.randn(t.shape, generator=gen, dtype=torch.float32)
+            if t.numel() > 1:
+                x = x * t.float().std().nan_to_num(1.0).clamp(min=1e-3) + t.float().mean().nan_to_num(0.0)
+            return x.to(t.dtype)
+        if t.dtype.is_complex:
+            return t.clone()
+        lo, hi = (int(t.min()), int(t.max())) if t.numel() else (0, 0)
+        return torch.randint(lo, hi + 1, t.shape, generator=gen, dtype=torch.int64).to(t.dtype)
+
+    return pytree.tree_map(one, inputs)
+
+
+def _to_double(x: Any) -> Any:
+    return pytree.tree_map(
+        lambda t: t.double() if isinstance(t, torch.Tensor) and t.dtype == torch.float32 else t, x
+    )
+
+
+def _run(model: Any, inputs: tuple[Any, ...], seed: int) -> Any:
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        return model(*inputs)
+
+
+def compare(
+    reference: Any, lowered_out: Any, ref64: Any | None
+) -> tuple[list[Mismatch], float, int, bool]:
+    """Compare two output pytrees. Returns (mismatches, max abs error, leaves, bit-exact)."""
+    ref_leaves, ref_spec = pytree.tree_flatten_with_path(reference)
+    low_leaves, low_spec = pytree.tree_flatten_with_path(lowered_out)
+    if [p for p, _ in ref_leaves] != [p for p, _ in low_leaves]:
+        return ([Mismatch("output", f"output structure differs: {ref_spec} vs {low_spec}",
+                          float("inf"))], float("inf"), len(ref_leaves), False)
+    r64 = pytree.tree_leaves(ref64) if ref64 is not None else None
+    out: list[Mismatch] = []
+    worst = 0.0
+    exact = True
+    for i, ((kp, a), (_, b)) in enumerate(zip(ref_leaves, low_leaves, strict=True)):
+        name = _path(kp)
+        if not isinstance(a, torch.Tensor):
+            if a != b:
+                out.append(Mismatch(name, f"{a!r} != {b!r}", float("inf")))
+            continue
+        if not isinstance(b, torch.Tensor) or a.shape != b.shape or a.dtype != b.dtype:
+            desc = (f"{tuple(b.shape)} {b.dtype}" if isinstance(b, torch.Tensor) else type(b))
+            out.append(Mismatch(name, f"expected {tuple(a.shape)} {a.dtype}, got {desc}",
+                                float("inf")))
+            continue
+        if not a.dtype.is_floating_point:
+            if not torch.equal(a, b):
+                diff = (a != b).sum().item()
+                out.append(Mismatch(name, f"{diff} of {a.numel()} values differ", float("inf")))
+            continue
+        exact = exact and torch.equal(a.nan_to_num(), b.nan_to_num()) and torch.equal(
+            a.isnan(), b.isnan()
+        )
+        af, bf = a.double(), b.double()
+        for label, f in (("NaN", torch.isnan), ("+inf", torch.isposinf), ("-inf", torch.isneginf)):
+            if not torch.equal(f(af), f(bf)):
+                n = (f(af) != f(bf)).sum().item()
+                out.append(Mismatch(name, f"{label} in {n} different places", float("inf")))
+                break
+        else:
+            fin = torch.isfinite(af)
+            if not fin.any():
+                continue
+            err = (af[fin] - bf[fin]).abs().max().item()
+            worst = max(worst, err)
+            scale = af[fin].abs().max().item()
+            eps = torch.finfo(a.dtype).eps
+            tol = 8 * eps * max(scale, 1e-30)
+            if r64 is not None and isinstance(r64[i], torch.Tensor) and r64[i].shape == a.shape:
+                ref = r64[i].double()
+                both = fin & torch.isfinite(ref)
+                if both.any():
+                    tol = max(tol, 4 * (af[both] - ref[both]).abs().max().item())
+            if err > tol:
+                out.append(Mismatch(name, f"max abs error {err:.3g} exceeds tolerance {tol:.3g}",
+                                    err))
+    return out, worst, len(ref_leaves), exact
+
+
+def float64_twin(model: torch.nn.Module) -> torch.nn.Module | None:
+    """A float64 copy of the model, or None when it has no float32 state to widen."""
+    try:
+        twin = copy.deepcopy(model).double()
+    except Exception:  # noqa: BLE001 - models that cannot be copied or widened
+        return None
+    return twin
+
+
+def verify(
+    original: torch.nn.Module,
+    lowered: Any,
+    example_inputs: tuple[Any, ...],
+    *,
+    draws: int = 2,
+    seed: int = 0,
+) -> tuple[list[Mismatch], dict[str, Any]]:
+    """Compare outputs on the example inputs and `draws` fresh draws."""
+    runs = [example_inputs] + [draw_like(example_inputs, seed + 1 + i) for i in range(draws)]
+    twin = float64_twin(original)
+    mismatches: list[Mismatch] = []
+    worst, leaves, exact = 0.0, 0, True
+    for r, inputs in enumerate(runs):
+        ref = _run(original, inputs, seed)
+        low = _run(lowered, inputs, seed)
+        ref64 = None
+        if twin is not None:
+            try:
+                ref64 = _run(twin, _to_double(inputs), seed)
+            except Exception:  # noqa: BLE001 - some models only run in float32
+                ref64 = None
+        m, w, leaves, ex = compare(ref, low, ref64)
+        for mm in m:
+            mm.output = f"{mm.output} (run {r}: {'example inputs' if r == 0 else 'fresh draw'})"
+        mismatches += m
+        worst = max(worst, w)
+        exact = exact and ex
+    figures = {"runs": len(runs), "outputs": leaves, "max_abs_error": worst, "bit_exact": exact}
+    return mismatches, figures
