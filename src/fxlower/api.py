@@ -65,10 +65,11 @@ def _lower_once(
     options: Options,
     passes: Sequence[RewritePass],
     enabled: Callable[[str], bool],
+    tracer: str = "auto",
 ) -> tuple[fx.GraphModule, Report]:
     report = Report()
     t0 = time.perf_counter()
-    cap = capture(model, inputs)
+    cap = capture(model, inputs, tracer)
     gm = cap.gm
     report.capture, report.capture_note = cap.method, cap.note
     report.seconds["capture"] = time.perf_counter() - t0
@@ -101,6 +102,7 @@ def lower(
     on_forbidden: str = "raise",
     assume_finite: bool = False,
     merge: str = "auto",
+    tracer: str = "auto",
     passes: Sequence[RewritePass] | None = None,
     enabled: Callable[[str], bool] | None = None,
 ) -> fx.GraphModule:
@@ -116,6 +118,8 @@ def lower(
         assume_finite: promise that float sources hold no NaN/inf/-0.0 (skips the code path
             that carries them through a mask product exactly).
         merge: "auto" | "always" | "never" for merging chains of linear layers.
+        tracer: "auto" (symbolic_trace, falling back to torch.export), "symbolic_trace" or
+            "export".
         passes: the passes to run (default: fxlower.passes.PASSES).
         enabled: predicate over rewrite ids ("<pass>:<node>") to switch single rewrites off.
 
@@ -130,7 +134,7 @@ def lower(
     options = Options(assume_finite=assume_finite, merge=merge)
     plist = list(_passes() if passes is None else passes)
     on = enabled or (lambda rid: True)
-    gm, report = _lower_once(model, inputs, options, plist, on)
+    gm, report = _lower_once(model, inputs, options, plist, on, tracer)
 
     if inputs is None:
         report.verification = {"skipped": "no example_inputs"}
@@ -145,7 +149,7 @@ def lower(
             mismatches = [Mismatch("output", f"the lowered module raised {e!r}", float("inf"))]
             figures = {}
         if mismatches:
-            culprit = _find_culprit(model, inputs, options, plist, on, report)
+            culprit = _find_culprit(model, inputs, options, plist, on, report, tracer)
             first = mismatches[0]
             raise VerificationError(
                 f"{first.output}: {first.message}; "
@@ -181,11 +185,13 @@ def _find_culprit(
     passes: Sequence[RewritePass],
     on: Callable[[str], bool],
     report: Report,
+    tracer: str,
 ) -> str | None:
     """The first applied rewrite that alone makes verification fail."""
     ids = [a.rewrite_id for a in report.applied]
     for rid in ids:
-        gm, _ = _lower_once(model, inputs, options, passes, lambda r, rid=rid: r == rid and on(r))
+        gm, _ = _lower_once(model, inputs, options, passes,
+                            lambda r, rid=rid: r == rid and on(r), tracer)
         try:
             mism, _ = _verify_quietly(model, gm, inputs)
         except Exception:  # noqa: BLE001

@@ -30,9 +30,19 @@ def _reason(e: BaseException) -> str:
     return f"{type(e).__name__}: {msg[0] if msg else ''}"
 
 
-def capture(model: torch.nn.Module, example_inputs: tuple[Any, ...] | None) -> Captured:
-    """Trace a deep copy of `model`. Raises LoweringError with each tracer's own reason."""
+def capture(
+    model: torch.nn.Module, example_inputs: tuple[Any, ...] | None, tracer: str = "auto"
+) -> Captured:
+    """Trace a deep copy of `model`. Raises LoweringError with each tracer's own reason.
+
+    tracer: "auto" (symbolic_trace, then torch.export), "symbolic_trace" or "export".
+    """
+    if tracer not in ("auto", "symbolic_trace", "export"):
+        raise ValueError("tracer must be 'auto', 'symbolic_trace' or 'export'")
     work = copy.deepcopy(model)
+    if tracer == "export":
+        trace_error = "not tried (tracer='export')"
+        return _export(model, example_inputs, trace_error)
     try:
         gm = fx.symbolic_trace(work)
         if example_inputs is not None:
@@ -41,6 +51,14 @@ def capture(model: torch.nn.Module, example_inputs: tuple[Any, ...] | None) -> C
         return Captured(gm, "symbolic_trace", "")
     except Exception as e:  # noqa: BLE001 - any tracer failure means: try the next tracer
         trace_error = _reason(e)
+        if tracer == "symbolic_trace":
+            raise LoweringError(f"torch.fx.symbolic_trace failed: {trace_error}") from e
+    return _export(model, example_inputs, trace_error)
+
+
+def _export(
+    model: torch.nn.Module, example_inputs: tuple[Any, ...] | None, trace_error: str
+) -> Captured:
     if example_inputs is None:
         raise LoweringError(
             f"torch.fx.symbolic_trace failed ({trace_error}) and no example_inputs were "
@@ -55,4 +73,5 @@ def capture(model: torch.nn.Module, example_inputs: tuple[Any, ...] | None) -> C
             f"torch.fx.symbolic_trace: {trace_error}; torch.export: {_reason(e)}"
         ) from e
     gm = ep.module()
-    return Captured(gm, "torch.export", f"symbolic_trace failed: {trace_error}")
+    note = trace_error if trace_error.startswith("not tried") else f"symbolic_trace failed: {trace_error}"
+    return Captured(gm, "torch.export", note)

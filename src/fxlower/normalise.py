@@ -77,13 +77,44 @@ def _rank(node: Any) -> int | None:
     return s.rank if s is not None else None
 
 
+_SIZE_QUERIES = {aten.sym_size.int, aten.sym_numel.default, aten.sym_storage_offset.default,
+                 "size", "dim", "numel"}
+_INT_ARITHMETIC = {operator.add, operator.sub, operator.mul, operator.floordiv, operator.mod,
+                   operator.neg, operator.getitem, getattr}
+
+
+def _static(a: Any) -> bool:
+    """True when a value is known when lowering: constants, and ints computed only from
+    (static, specialised) shapes. `aten.item` of an input-derived tensor is not."""
+    if not isinstance(a, fx.Node):
+        return True
+    if g.is_const(a):
+        return True
+    if a.target in _SIZE_QUERIES:
+        return True
+    if a.op == "call_function" and a.target in _INT_ARITHMETIC:
+        return all(_static(x) or g.spec(x) is not None and x is a.args[0]
+                   and a.target in (operator.getitem, getattr) and _is_shape(a)
+                   for x in a.all_input_nodes)
+    return False
+
+
+def _is_shape(a: fx.Node) -> bool:
+    """x.shape[i] / getattr(x, 'shape') in symbolically traced graphs."""
+    if a.target is getattr:
+        return a.args[1] == "shape"
+    src = a.args[0]
+    return isinstance(src, fx.Node) and src.target is getattr and src.args[1] == "shape"
+
+
 def _int_value(a: Any) -> int | None:
-    """A Python int, or a node whose recorded value is an int (e.g. x.size(0) - 1)."""
+    """A Python int, or a node whose value is an int known when lowering (e.g. x.size(0) - 1).
+    Data-dependent ints (`aten.item` of an input-derived tensor) give None."""
     if isinstance(a, bool):
         return None
     if isinstance(a, int):
         return a
-    if isinstance(a, fx.Node) and isinstance(a.meta.get(g.VAL), int):
+    if isinstance(a, fx.Node) and isinstance(a.meta.get(g.VAL), int) and _static(a):
         return int(a.meta[g.VAL])
     return None
 
@@ -107,6 +138,14 @@ class _Emitter:
             return self.gm.graph.get_attr(target)
 
 
+def _item_source(a: Any) -> fx.Node | None:
+    """The tensor t when `a` is `t.item()` / `aten.item(t)` of a non-constant tensor."""
+    if (isinstance(a, fx.Node) and a.target in (aten.item.default, "item")
+            and isinstance(a.args[0], fx.Node) and not g.is_const(a.args[0])):
+        return a.args[0]
+    return None
+
+
 def _finish(old: fx.Node, new: fx.Node) -> None:
     if g.VAL in old.meta:
         new.meta[g.VAL] = old.meta[g.VAL]
@@ -127,8 +166,10 @@ def _normalise_getitem(node: fx.Node, e: _Emitter) -> str | None:
                    for k in items)
     if not has_work:
         return None
-    if rank is None:
-        return "shapes unknown: pass example_inputs so indexing can be decomposed"
+    if rank is None and not any(k is None or isinstance(k, slice) for k in items):
+        return None  # without shapes, x[0] may index a tuple: not provably a tensor
+    if rank is None and any(k is Ellipsis for k in items):
+        return "shapes unknown: pass example_inputs so '...' can be resolved"
     for k in items:
         if isinstance(k, fx.Node) and _int_value(k) is None and not _is_tensor_node(k):
             return f"index item '{k.name}' is neither an int nor a tensor"
@@ -144,7 +185,7 @@ def _normalise_getitem(node: fx.Node, e: _Emitter) -> str | None:
     for k in items:
         iv = _int_value(k) if not isinstance(k, list) else None
         if k is Ellipsis:
-            dim += rank - specified
+            dim += (rank or 0) - specified
         elif k is None:
             y = e.call(aten.unsqueeze.default, y, dim)
             dim += 1
@@ -236,6 +277,15 @@ def _normalise_one(node: fx.Node, kind: str, gm: fx.GraphModule, e: _Emitter) ->
     x = node.args[0] if node.args else node.kwargs.get("input")
     if kind == "select":
         dim, i = _arg(node, 1, "dim"), _arg(node, 2, "index")
+        src = _item_source(i)
+        if src is not None:  # x.select(d, t.item()): a data-dependent index is a 0-d tensor index
+            rank = _rank(x)
+            if dim < 0:
+                if rank is None:
+                    return "shapes unknown: pass example_inputs to resolve a negative dim"
+                dim += rank
+            _finish(node, _index_along(e, x, dim, src))
+            return None
         if node.target is SELECT:
             return None
         _finish(node, e.call(SELECT, x, dim, i))

@@ -1,0 +1,158 @@
+"""The `fxlower` command line: check, lower, report, demo. It only calls down into the API.
+
+    fxlower check FILE.onnx [FILE ...] [--forbid OP,...] [--allow OP,...]
+    fxlower lower SPEC -o OUT.onnx        SPEC = path/to/file.py:factory | package.module:factory
+    fxlower report SPEC                   what would be rewritten, what not and why
+    fxlower demo                          lower the bundled models, print the report table
+
+A factory takes no arguments and returns (model, example_inputs).
+Exit codes: 0 ok, 1 forbidden ops / lowering or verification failed, 2 bad usage or input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import FxlowerError
+
+
+def load_spec(spec: str) -> tuple[Any, tuple[Any, ...]]:
+    """Call the factory named by `path/to/file.py:name` or `package.module:name`."""
+    if ":" not in spec:
+        raise FxlowerError(f"'{spec}' is not a factory spec: use path/to/file.py:factory "
+                           "or package.module:factory")
+    where, name = spec.rsplit(":", 1)
+    if where.endswith(".py"):
+        path = Path(where)
+        if not path.is_file():
+            raise FxlowerError(f"{where}: no such file")
+        root = str(path.resolve().parent)
+        # let a file inside a package (models/mae.py) import its siblings
+        for p in (root, str(path.resolve().parent.parent)):
+            if p not in sys.path:
+                sys.path.insert(0, p)
+        modname = "_fxlower_spec_" + "".join(c if c.isalnum() else "_" for c in str(path))
+        s = importlib.util.spec_from_file_location(modname, path)
+        if s is None or s.loader is None:
+            raise FxlowerError(f"{where}: cannot be imported")
+        module = importlib.util.module_from_spec(s)
+        sys.modules[modname] = module
+        s.loader.exec_module(module)
+    else:
+        if os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())
+        module = importlib.import_module(where)
+    factory = getattr(module, name, None)
+    if not callable(factory):
+        raise FxlowerError(f"{spec}: '{name}' is not a function in {where}")
+    out = factory()
+    if not (isinstance(out, tuple) and len(out) == 2):
+        raise FxlowerError(f"{spec}: the factory must return (model, example_inputs)")
+    model, inputs = out
+    return model, inputs if isinstance(inputs, tuple) else (inputs,)
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from .check import check_file, parse_op_list
+
+    try:
+        forbid = parse_op_list(args.forbid) if args.forbid else None
+        allow = parse_op_list(args.allow) if args.allow else None
+    except ValueError as e:
+        raise FxlowerError(f"bad op list: {e}") from e
+    status = 0
+    for f in args.files:
+        result = check_file(f, forbid=forbid, allow=allow)
+        print(result.format())
+        if not result.ok:
+            status = 1
+    return status
+
+
+def _lower_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return {"assume_finite": args.assume_finite, "merge": args.merge}
+
+
+def _cmd_lower(args: argparse.Namespace) -> int:
+    from .api import export
+
+    model, inputs = load_spec(args.spec)
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    report = export(model, inputs, out, verify=not args.no_verify, **_lower_kwargs(args))
+    print(report.format())
+    print(f"wrote {out}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .api import lower, report_of
+
+    model, inputs = load_spec(args.spec)
+    lowered = lower(model, inputs, on_forbidden="warn", verify=not args.no_verify,
+                    **_lower_kwargs(args))
+    print(report_of(lowered).format())
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import main as demo_main
+
+    return demo_main(args.models, out_dir=Path(args.out), full=args.full)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fxlower", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    c = sub.add_parser("check", help="fail when an ONNX file holds a forbidden op")
+    c.add_argument("files", nargs="+", metavar="FILE.onnx")
+    c.add_argument("--forbid", help="comma-separated op types (default: Gather,GatherElements,GatherND)")
+    c.add_argument("--allow", help="comma-separated op types: every other op is a violation")
+    c.set_defaults(func=_cmd_check)
+
+    for name, func, helptext in (
+        ("lower", _cmd_lower, "lower, export to ONNX, check and compare in onnxruntime"),
+        ("report", _cmd_report, "what would be rewritten, what not and why"),
+    ):
+        s = sub.add_parser(name, help=helptext)
+        s.add_argument("spec", metavar="SPEC", help="path/to/file.py:factory or package.module:factory")
+        if name == "lower":
+            s.add_argument("-o", "--output", required=True, metavar="OUT.onnx")
+        s.add_argument("--no-verify", action="store_true", help="skip the numerical verification")
+        s.add_argument("--assume-finite", action="store_true",
+                       help="float sources hold no NaN/inf/-0.0 (cheaper mask products)")
+        s.add_argument("--merge", choices=["auto", "always", "never"], default="auto")
+        s.set_defaults(func=func)
+
+    d = sub.add_parser("demo", help="lower the bundled models and print the report table")
+    d.add_argument("models", nargs="*", help="zoo names (default: all small ones)")
+    d.add_argument("--out", default="build", help="output folder (default: build)")
+    d.add_argument("--full", action="store_true", help="also the full-size BERT-base and ViT-B/16")
+    d.set_defaults(func=_cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    warnings.filterwarnings("ignore", module="torch")
+    try:
+        return int(args.func(args))
+    except FxlowerError as e:
+        from .errors import OnnxCheckError
+
+        print(f"fxlower {args.cmd}: error: {e}", file=sys.stderr)
+        usage_like = isinstance(e, OnnxCheckError) or type(e) is FxlowerError
+        return 2 if usage_like else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""Shared test helpers."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+from torch.utils import _pytree as pytree
+
+import fxlower
+from fxlower.census import census
+
+
+def same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Bit-level equality of values: dtype, shape, NaN places, values, and the sign of zero."""
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    if not a.dtype.is_floating_point:
+        return torch.equal(a, b)
+    na, nb = torch.isnan(a), torch.isnan(b)
+    if not torch.equal(na, nb):
+        return False
+    return torch.equal(a[~na], b[~nb]) and torch.equal(torch.signbit(a[~na]), torch.signbit(b[~nb]))
+
+
+def assert_same_outputs(x: Any, y: Any) -> None:
+    lx, ly = pytree.tree_leaves(x), pytree.tree_leaves(y)
+    assert len(lx) == len(ly)
+    for i, (a, b) in enumerate(zip(lx, ly, strict=True)):
+        assert same(a, b), f"output leaf {i} differs:\n{a}\n{b}"
+
+
+def lower_quiet(model: torch.nn.Module, inputs: Any, **kw: Any) -> torch.fx.GraphModule:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fxlower.lower(model, inputs, **kw)
+
+
+def applied(lowered: torch.fx.GraphModule, pass_name: str | None = None) -> list[fxlower.Applied]:
+    rows = fxlower.report_of(lowered).applied
+    return [a for a in rows if pass_name is None or a.pass_name == pass_name]
+
+
+def skipped(lowered: torch.fx.GraphModule) -> list[fxlower.Skipped]:
+    return fxlower.report_of(lowered).skipped
+
+
+def gather_ops_left(lowered: torch.fx.GraphModule) -> dict[str, int]:
+    return census(lowered)
+
+
+def nonfinite(x: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """A copy of float x with NaN, +inf, -inf and -0.0 sprinkled in."""
+    x = x.clone()
+    g = torch.Generator().manual_seed(seed)
+    flat = x.view(-1)
+    for v in (float("nan"), float("inf"), float("-inf"), -0.0):
+        pos = torch.randint(0, flat.numel(), (max(1, flat.numel() // 8),), generator=g)
+        flat[pos] = v
+    return x
