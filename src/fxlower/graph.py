@@ -212,10 +212,11 @@ class EagerBuilder:
 
 
 def replace_node(old: fx.Node, new: fx.Node) -> None:
-    """Point every user of `old` at `new` and erase `old`; `new` inherits the old name's
-    place in readable code via its own name."""
+    """Point every user of `old` at `new` and erase `old`."""
     old.replace_all_uses_with(new)
     new.meta.setdefault("fxl_origin", old.meta.get("fxl_origin"))
+    if VAL in old.meta:  # same value by construction: later candidates in this pass read it
+        new.meta[VAL] = old.meta[VAL]
     old.graph.erase_node(old)
 
 
