@@ -70,12 +70,14 @@ def finite_part(x: Tensor) -> Tensor:
     return torch.where((x - x) == 0, x, 0.0)
 
 
-def restore(y: Tensor, codes: Tensor) -> Tensor:
-    """Put back the non-finite values and -0.0 that `classes` recorded."""
+def restore(y: Tensor, codes: Tensor, dtype: torch.dtype) -> Tensor:
+    """Put back the non-finite values and -0.0 that `classes` recorded; y has `dtype`.
+    -0.0 is restored by multiplying by -1, not selected with Where: onnxruntime's Where
+    drops the sign of a selected -0.0 (checked with onnxruntime 1.32)."""
     y = torch.where(codes == NAN, float("nan"), y)
     y = torch.where(codes == POSINF, float("inf"), y)
     y = torch.where(codes == NEGINF, float("-inf"), y)
-    return torch.where(codes == NEGZERO, -0.0, y)
+    return y * torch.where(codes == NEGZERO, -1.0, 1.0).to(dtype)
 
 
 def _pack(b: Any, c: Tensor, shape: tuple[int, ...], axis: int) -> Tensor:
@@ -167,7 +169,7 @@ def take_rows(
             g = -(-post // _PACK)
             cw = _pack(b, c.reshape(pre, n, post), (pre, n, post), axis=2)
             sel = _onehot(b, idx, n, torch.float32, transpose=False) @ cw  # [pre, k, g]
-            y = restore(y, _unpack(b, sel, (pre, k, g), post, axis=2))
+            y = restore(y, _unpack(b, sel, (pre, k, g), post, axis=2), wdt)
         return _to(y, dtype, wdt)
     mt = _onehot(b, idx, n, wdt, transpose=True)  # [n, k] or [pre, n, k]
     if batched:
@@ -177,11 +179,11 @@ def take_rows(
     if codes:
         mtf = _onehot(b, idx, n, torch.float32, transpose=True)
         if batched:
-            y = restore(y, (c.reshape(pre, 1, n) @ mtf).reshape(pre, k))
+            y = restore(y, (c.reshape(pre, 1, n) @ mtf).reshape(pre, k), wdt)
         else:
             g = -(-pre // _PACK)
             cw = _pack(b, c.reshape(pre, n), (pre, n), axis=0)  # [g, n]
-            y = restore(y, _unpack(b, cw @ mtf, (g, k), pre, axis=0))
+            y = restore(y, _unpack(b, cw @ mtf, (g, k), pre, axis=0), wdt)
     return _to(y, dtype, wdt)
 
 
@@ -207,7 +209,7 @@ def gather_elements(
     y = torch.where(mask, xw.movedim(dim, -1).unsqueeze(dim), 0).sum(-1)
     if codes:
         sel = torch.where(mask, c.movedim(dim, -1).unsqueeze(dim), 0.0).sum(-1)
-        y = restore(y, sel)
+        y = restore(y, sel, wdt)
     return y.to(dtype)
 
 
