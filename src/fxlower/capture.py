@@ -25,6 +25,20 @@ class Captured:
     note: str  # why symbolic tracing was not used ("" when it was)
 
 
+def _opaque_leaves(gm: fx.GraphModule) -> list[str]:
+    """Leaf modules symbolic tracing does not enter although their insides export to
+    Gather-family nodes (nn.Embedding is handled as a module and is not among them)."""
+    from .census import OPAQUE_MODULES
+
+    out = []
+    for n in gm.graph.nodes:
+        if n.op == "call_module":
+            mod = gm.get_submodule(str(n.target))
+            if isinstance(mod, OPAQUE_MODULES):
+                out.append(f"{type(mod).__name__} '{n.target}'")
+    return out
+
+
 def _reason(e: BaseException) -> str:
     msg = str(e).strip().splitlines()
     return f"{type(e).__name__}: {msg[0] if msg else ''}"
@@ -39,16 +53,21 @@ def capture(
     """
     if tracer not in ("auto", "symbolic_trace", "export"):
         raise ValueError("tracer must be 'auto', 'symbolic_trace' or 'export'")
-    work = copy.deepcopy(model)
     if tracer == "export":
-        trace_error = "not tried (tracer='export')"
-        return _export(model, example_inputs, trace_error)
+        return _export(model, example_inputs, "not tried (tracer='export')")
+    work = copy.deepcopy(model)
     try:
         gm = fx.symbolic_trace(work)
         if example_inputs is not None:
             with torch.no_grad():
                 gm(*example_inputs)  # a traced graph must also run the example inputs
-        return Captured(gm, "symbolic_trace", "")
+        opaque = _opaque_leaves(gm)
+        if not opaque or example_inputs is None:
+            return Captured(gm, "symbolic_trace", "")
+        trace_error = (f"it keeps {', '.join(opaque)} as opaque leaf modules whose insides "
+                       "export to Gather; torch.export decomposes them")
+        if tracer == "symbolic_trace":
+            return Captured(gm, "symbolic_trace", "")
     except Exception as e:  # noqa: BLE001 - any tracer failure means: try the next tracer
         trace_error = _reason(e)
         if tracer == "symbolic_trace":
@@ -73,5 +92,10 @@ def _export(
             f"torch.fx.symbolic_trace: {trace_error}; torch.export: {_reason(e)}"
         ) from e
     gm = ep.module()
-    note = trace_error if trace_error.startswith("not tried") else f"symbolic_trace failed: {trace_error}"
+    if trace_error.startswith("not tried"):
+        note = trace_error
+    elif trace_error.startswith("it keeps"):
+        note = f"symbolic_trace not used: {trace_error}"
+    else:
+        note = f"symbolic_trace failed: {trace_error}"
     return Captured(gm, "torch.export", note)

@@ -59,6 +59,11 @@ _MODULES: dict[type, str] = {
 }
 
 
+# Leaf modules of symbolic tracing whose forward exports to Gather-family nodes and which no
+# pass handles as a module: capture prefers torch.export, which decomposes them.
+OPAQUE_MODULES: tuple[type, ...] = (nn.MultiheadAttention, nn.EmbeddingBag, nn.Unfold)
+
+
 def _packet(t: object) -> object:
     return getattr(t, "overloadpacket", t)
 

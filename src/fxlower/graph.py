@@ -232,12 +232,13 @@ def erase_dead(gm: fx.GraphModule) -> None:
                 continue
             gm.graph.erase_node(n)
             changed = True
-    # drop fxlower buffers that are no longer referenced
+    # drop fxlower's own buffers that are no longer referenced
     used = {n.target for n in gm.graph.nodes if n.op == "get_attr"}
+    for name in [b for b in gm._buffers if b.startswith("_fxl_") and b not in used]:
+        delattr(gm, name)
     cache: dict[str, str] = gm.__dict__.get("_fxl_consts", {})
     for digest, name in list(cache.items()):
         if name not in used:
-            delattr(gm, name)
             del cache[digest]
 
 

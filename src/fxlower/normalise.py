@@ -12,6 +12,9 @@ This stage rewrites each into one of three canonical ATen calls, with identical 
 |                               | `nn.Embedding`/`F.embedding`/`aten.embedding`, `torch.take` |
 | `aten.gather.default(x, d, i)`| `torch.gather`, `Tensor.gather`, `take_along_dim`           |
 
+`Tensor.unfold(d, size, step)` (sliding windows) is an index along d with the constant
+window positions `w * step + j`, then a move of the window axis to the end.
+
 `getitem` keys are decomposed exactly as PyTorch's own indexing does it (ints select,
 slices slice, None unsqueezes, Ellipsis skips, tensors collect into one `aten.index`), the
 same graph torch.export produces. The user-facing name of each rewritten node is kept in
@@ -46,6 +49,7 @@ _SPELLINGS: dict[str, set[Any]] = {
     "select": {torch.select, aten.select.int, "select"},
     "unbind": {torch.unbind, aten.unbind.int, "unbind"},
     "getitem": {operator.getitem},
+    "unfold": {aten.unfold.default, "unfold"},
 }
 
 
@@ -326,6 +330,21 @@ def _normalise_one(node: fx.Node, kind: str, gm: fx.GraphModule, e: _Emitter) ->
         if node.target is GATHER and not node.kwargs:
             return None
         _finish(node, e.call(GATHER, x, dim, idx))
+        return None
+
+    if kind == "unfold":
+        dim, size, step = (_arg(node, 1, "dimension"), _arg(node, 2, "size"),
+                           _arg(node, 3, "step"))
+        sx = g.spec(x)
+        if sx is None:
+            return "shapes unknown: pass example_inputs to resolve the windows"
+        dim = dim % max(sx.rank, 1)
+        windows = (sx.shape[dim] - size) // step + 1
+        pos = (torch.arange(windows) * step).unsqueeze(1) + torch.arange(size)
+        name = f"_fxl_windows_{node.name}"
+        e.gm.register_buffer(name, pos, persistent=False)
+        y = _index_along(e, x, dim, e.get_attr(name))  # [..., windows, size, ...]
+        _finish(node, e.call(aten.movedim.int, y, dim + 1, -1))
         return None
 
     if kind == "take_along_dim":
