@@ -1,0 +1,101 @@
+"""fold_bn_into_conv: an eval-mode BatchNorm right after a conv or linear layer is folded
+into that layer's weight and bias.
+
+Covers `nn.BatchNorm1d/2d/3d`, `F.batch_norm`, `torch.batch_norm`, `aten.batch_norm` and
+the decomposed `aten._native_batch_norm_legit_no_training` (+ getitem 0) after any conv /
+linear spelling (`nn.Conv*d`, `nn.Linear`, `F.conv*d`, `F.linear`, `aten.conv*d`,
+`aten.convolution`, `aten.linear`; see `fxlower.linear_ops`). The result is one new
+`nn.Conv*d` / `nn.Linear` submodule named after both (`conv1__bn1`), which
+merge_conv_chain / merge_linear_chain can then merge further.
+
+Algebra: eval BN is a per-channel affine map y = x*s + t with s = gamma/sqrt(var + eps),
+t = beta - mean*s. Applied after a layer with weight W (out channels first) and bias b:
+    W' = W * s[:, None, ...],   b' = b*s + t.
+BN acts after the layer's own padding, so every padding_mode, stride, dilation and group
+structure is kept as it is.
+
+Legality (each a skip reason):
+1. the BN normalises with fixed statistics: eval mode (module.training False,
+   training=False, or the `_no_training` ATen op) and running statistics present
+   (track_running_stats=True); training-mode BN is refused;
+2. the layer's output has exactly one user, the BN (else the un-normalised tensor is still
+   needed);
+3. the layer's weight and bias, and the BN's statistics and affine parameters, are
+   constants; the BN has as many channels as the layer has outputs;
+4. BN normalises dim 1: after a conv that is the channel dim (batched input); after a
+   linear layer it is the feature dim only for a 2-D output, which needs known shapes.
+
+Numerics: s, t and the folded weights are computed in float64 and rounded once to the
+weight dtype. Cost: removes the BN's per-element multiply-add; adds nothing.
+merge="never" disables this pass together with the chain merges.
+"""
+
+from __future__ import annotations
+
+import torch.fx as fx
+
+from fxlower import linear_ops as lo
+from fxlower.graph import Builder
+from fxlower.rewrite import Context, Plan, RewritePass, Skip
+
+_LAYERS = ("conv1d", "conv2d", "conv3d", "linear")
+
+
+class FoldBnIntoConv(RewritePass):
+    name = "fold_bn_into_conv"
+
+    def match(self, node: fx.Node, ctx: Context) -> bool:
+        return (ctx.options.merge != "never" and lo.family(node) == "bn"
+                and lo.family(lo.data_input(node)) in _LAYERS)
+
+    def check(self, node: fx.Node, ctx: Context) -> Plan | Skip:
+        bn = lo.norm(node)
+        if isinstance(bn, str):
+            return Skip(bn)
+        if bn.training:
+            return Skip(f"'{bn.name}' is a BatchNorm in training mode: it normalises with "
+                        "each batch's statistics, not a fixed affine map")
+        if bn.batch_stats:
+            return Skip(f"'{bn.name}' keeps no running statistics (track_running_stats="
+                        "False): it normalises with each batch's statistics")
+        lay = lo.layer(bn.x)
+        if isinstance(lay, str):
+            return Skip(lay)
+        first = bn.inner[0] if bn.inner else node
+        if len(lay.node.users) != 1:
+            others = sorted(f"'{u.name}'" for u in lay.node.users if u is not first)
+            return Skip(f"the output of '{lay.name}' is also used by {', '.join(others)}: "
+                        "folding would change what they see")
+        for inner in bn.inner:
+            if set(inner.users) != {node}:
+                return Skip(f"other outputs of '{inner.name}' are used")
+        assert bn.mean is not None
+        if bn.mean.numel() != lay.cout:
+            return Skip(f"'{bn.name}' has {bn.mean.numel()} channels and '{lay.name}' "
+                        f"{lay.cout} outputs")
+        s = ctx.spec(lay.node)
+        if lay.kind == "linear":
+            if s is None:
+                return Skip(f"shapes unknown: '{bn.name}' normalises the features of "
+                            f"'{lay.name}' only for a 2-D output; pass example_inputs")
+            if s.rank != 2:
+                return Skip(f"'{bn.name}' normalises dim 1 of the {s.rank}-D output of "
+                            f"'{lay.name}', not its features")
+        elif s is not None and s.rank != lay.dims + 2:
+            return Skip(f"'{lay.name}' runs on an unbatched input: '{bn.name}' would not "
+                        "normalise its channels")
+        scale, shift = bn.scale_shift()
+        w = lay.weight.double() * scale.view(-1, *([1] * (lay.weight.dim() - 1)))
+        b = shift if lay.bias is None else lay.bias.double() * scale + shift
+        geom = lay.geom()
+        module = lo.make_module(geom, w, b)
+        base = f"{lay.name}__{bn.name}"
+        saved = f", {s.numel:,} fewer multiply-adds per call" if s is not None else ""
+        detail = (f"folded {bn.spelling} '{bn.name}' into {lay.spelling} '{lay.name}' as "
+                  f"'{base}' ({geom.describe()}): per-channel scale and shift{saved}")
+        return Plan(detail=detail, data={"module": module, "x": lay.x, "base": base,
+                                         "nodes": [lay.node, *bn.inner]})
+
+    def replace(self, node: fx.Node, plan: Plan, b: Builder) -> fx.Node:
+        d = plan.data
+        return lo.install(b.gm, node, d["x"], d["base"], d["module"], d["nodes"])
