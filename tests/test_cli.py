@@ -1,0 +1,163 @@
+"""The command line, run as a user runs it: `fxlower check/lower/report`, exit codes and
+messages, factory specs by path and by module, and a non-editable `pip install .` that
+ships the passes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+FACTORY = textwrap.dedent(
+    """
+    import torch
+    import torch.nn as nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(20, 8)
+
+        def forward(self, tok, x):
+            h = self.emb(tok)
+            return h[:, 0] + torch.gather(x, 1, tok % 4)
+
+    def build():
+        torch.manual_seed(0)
+        return Net().eval(), (torch.randint(0, 20, (2, 8)), torch.randn(2, 4))
+    """
+)
+
+
+def run(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "fxlower", *args], capture_output=True, text=True,
+        cwd=cwd, env=env, timeout=600,
+    )
+
+
+@pytest.fixture(scope="module")
+def factory(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("spec")
+    (d / "netfactory.py").write_text(FACTORY)
+    return d / "netfactory.py"
+
+
+def test_lower_check_report_round_trip(factory: Path, tmp_path: Path) -> None:
+    out = tmp_path / "build" / "net.onnx"
+    r = run("lower", f"{factory}:build", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    assert out.is_file()
+    assert "index_to_mask_matmul" in r.stdout and "gather_to_mask_matmul" in r.stdout
+    assert "forbidden 0" in r.stdout
+
+    r = run("check", str(out))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "ok" in r.stdout
+
+    r = run("report", f"{factory}:build")
+    assert r.returncode == 0, r.stderr
+    assert "applied (3)" in r.stdout
+    assert "verification:" in r.stdout
+
+
+def test_check_fails_the_unlowered_file_and_names_nodes(factory: Path, tmp_path: Path) -> None:
+    sys.path.insert(0, str(factory.parent))
+    try:
+        import netfactory
+    finally:
+        sys.path.remove(str(factory.parent))
+    from fxlower.api import onnx_export
+
+    model, inputs = netfactory.build()
+    path = tmp_path / "raw.onnx"
+    onnx_export(model, inputs, path)
+    r = run("check", str(path))
+    assert r.returncode == 1
+    assert "Gather" in r.stdout and "GatherElements" in r.stdout
+    assert "FAILED" in r.stdout
+    r = run("check", str(path), "--forbid", "MatMul")
+    assert r.returncode == 0, r.stdout
+    r = run("check", str(path), "--allow", "Gather,GatherElements")
+    assert r.returncode == 1 and "not in allow list" in r.stdout
+
+
+def test_module_spec_from_working_directory(tmp_path: Path) -> None:
+    pkg = tmp_path / "mypkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "nets.py").write_text(FACTORY)
+    r = run("report", "mypkg.nets:build", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "applied" in r.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("check", "/nonexistent/model.onnx"), "model.onnx"),
+        (("report", "no_colon_here"), "not a factory spec"),
+        (("report", "/nonexistent/file.py:build"), "no such file"),
+    ],
+)
+def test_bad_input_exits_2_with_a_clear_message(args: tuple[str, ...], message: str) -> None:
+    r = run(*args)
+    assert r.returncode == 2
+    assert message in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_check_rejects_a_file_that_is_not_onnx(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x00\x01 definitely not protobuf \xff" * 10)
+    r = run("check", str(bad))
+    assert r.returncode == 2
+    assert "bad.onnx" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_lowering_failure_exits_1_naming_the_op(tmp_path: Path) -> None:
+    f = tmp_path / "maskfactory.py"
+    f.write_text(textwrap.dedent(
+        """
+        import torch, torch.nn as nn
+        class M(nn.Module):
+            def forward(self, x, m):
+                return x[m]
+        def build():
+            return M(), (torch.randn(3, 4), torch.randn(3, 4) > 0)
+        """
+    ))
+    r = run("lower", f"{f}:build", "-o", str(tmp_path / "m.onnx"))
+    assert r.returncode == 1
+    assert "boolean mask index" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_non_editable_install_ships_the_passes_and_console_script(tmp_path: Path) -> None:
+    target = tmp_path / "site"
+    r = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+         "--target", str(target), str(ROOT)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert r.returncode == 0, r.stderr
+    assert (target / "fxlower" / "passes" / "gather_to_mask_matmul.py").is_file()
+    assert (target / "fxlower" / "passes" / "__init__.py").is_file()
+    env = dict(os.environ, PYTHONPATH=str(target))
+    probe = subprocess.run(
+        [sys.executable, "-c",
+         "import fxlower, fxlower.passes as p; print(fxlower.__file__); print(len(p.PASSES))"],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
+    )
+    assert probe.returncode == 0, probe.stderr
+    assert str(target) in probe.stdout.splitlines()[0]
+    script = target / "bin" / "fxlower"
+    assert script.is_file()
+    r = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True,
+                       env=env, cwd=tmp_path, timeout=120)
+    assert r.returncode == 0 and "check" in r.stdout
