@@ -12,16 +12,12 @@ Constants: a node is *constant* when its value cannot depend on the model's inpu
 from __future__ import annotations
 
 import hashlib
-import operator
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.fx as fx
 from torch.fx.proxy import GraphAppendingTracer, Proxy
-from torch.utils import _pytree as pytree
 
 VAL = "fxl_val"
 
@@ -46,14 +42,13 @@ class TensorSpec:
 
 
 def _spec_of(v: Any) -> Any:
+    """TensorSpec for tensors, the value for plain Python scalars, recursively in tuples."""
     if isinstance(v, torch.Tensor):
         return TensorSpec(tuple(int(s) for s in v.shape), v.dtype)
     if isinstance(v, (int, float, bool, str, type(None), torch.dtype, torch.device)):
         return v
     if isinstance(v, (tuple, list)):
-        return type(v)(_spec_of(x) for x in v) if type(v) in (tuple, list) else tuple(
-            _spec_of(x) for x in v
-        )
+        return tuple(_spec_of(x) for x in v)
     return None
 
 
@@ -240,22 +235,3 @@ def erase_dead(gm: fx.GraphModule) -> None:
     for digest, name in list(cache.items()):
         if name not in used:
             del cache[digest]
-
-
-def users_of_getitem(node: fx.Node) -> Iterator[tuple[int, fx.Node]]:
-    for u in node.users:
-        if u.op == "call_function" and u.target is operator.getitem and isinstance(u.args[1], int):
-            yield u.args[1], u
-
-
-@contextmanager
-def no_grad() -> Iterator[None]:
-    with torch.no_grad():
-        yield
-
-
-def tree_leaves(x: Any) -> list[Any]:
-    return pytree.tree_leaves(x)
-
-
-Fn = Callable[..., Any]
