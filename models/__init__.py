@@ -33,10 +33,16 @@ ZOO: dict[str, str] = {
     "hf_resnet": "models/hf_resnet.py:build",
     "hf_convnext": "models/hf_convnext.py:build",
     "hf_mobilenetv2": "models/hf_mobilenetv2.py:build",
+    # full-size configs (not run by the tests): BERT-base at seq 128, ViT-B/16 at 224
+    "hf_bert_base": "models/hf_bert.py:build_full",
+    "hf_vit_b16": "models/hf_vit.py:build_full",
 }
 
-# The entries tests/test_zoo.py runs (all of them, at size="small").
-SMALL: list[str] = list(ZOO)
+# Full-size entries: minutes to lower and export, so only `fxlower demo --full` runs them.
+FULL: list[str] = ["hf_bert_base", "hf_vit_b16"]
+
+# The entries tests/test_zoo.py runs: everything else, at size="small".
+SMALL: list[str] = [n for n in ZOO if n not in FULL]
 
 
 def module_name(name: str) -> str:
@@ -46,16 +52,22 @@ def module_name(name: str) -> str:
     return "models." + file.rsplit("/", 1)[-1].removesuffix(".py")
 
 
-def load(name: str, size: str = "small") -> tuple[Any, tuple[Any, ...]]:
-    """Build a zoo entry by name: (model, example_inputs)."""
+def load(name: str, size: str | None = None) -> tuple[Any, tuple[Any, ...]]:
+    """Build a zoo entry by name: (model, example_inputs).
+
+    Calls the entry's factory as the CLI does (no arguments), or `build(size)` of the
+    entry's file when `size` is given ("small" | "full").
+    """
     spec = ZOO[name]
     func = spec.split(":", 1)[1] if ":" in spec else "build"
     mod = importlib.import_module(module_name(name))
-    return getattr(mod, func)(size)
+    if size is None:
+        return getattr(mod, func)()
+    return mod.build(size)
 
 
 def param_count(model: Any) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["ZOO", "SMALL", "load", "module_name", "param_count"]
+__all__ = ["ZOO", "SMALL", "FULL", "load", "module_name", "param_count"]

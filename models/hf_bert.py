@@ -34,3 +34,8 @@ def build(size: str = "small"):
         token_type_ids = torch.zeros(b, n, dtype=torch.int64)
         token_type_ids[:, n // 2 :] = 1
     return model, (input_ids, attention_mask, token_type_ids)
+
+
+def build_full():
+    """The full-size config (a factory with no arguments, for the CLI and the demo)."""
+    return build("full")

@@ -27,3 +27,8 @@ def build(size: str = "small"):
         pixel_values = torch.randn(s["batch"], config.num_channels, config.image_size,
                                    config.image_size)
     return model, (pixel_values,)
+
+
+def build_full():
+    """The full-size config (a factory with no arguments, for the CLI and the demo)."""
+    return build("full")
