@@ -7,6 +7,8 @@ failure once the bug is fixed, so remove the entry then).
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -18,9 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import models  # noqa: E402  (the repository's models/ folder)
-
 import fxlower  # noqa: E402
+import models  # noqa: E402  (the repository's models/ folder)
 from fxlower.testing import assert_no_forbidden_ops  # noqa: E402
 
 # Entries with no gather-family op anywhere: they must capture, lower and export unchanged.
@@ -57,6 +58,8 @@ def test_registry_is_consistent() -> None:
         assert file.startswith("models/") and file.endswith(".py"), spec
         assert (ROOT / file).is_file(), spec
         assert func, spec
+        if not name.startswith("hf_") or importlib.util.find_spec("transformers"):
+            assert callable(getattr(importlib.import_module(models.module_name(name)), func))
     assert GATHER_FREE <= set(models.SMALL)
     assert set(XFAIL) <= set(models.SMALL)
 
