@@ -52,12 +52,12 @@ class FoldBnIntoConv(RewritePass):
         bn = lo.norm(node)
         if isinstance(bn, str):
             return Skip(bn)
-        if bn.training:
-            return Skip(f"'{bn.name}' is a BatchNorm in training mode: it normalises with "
-                        "each batch's statistics, not a fixed affine map")
-        if bn.batch_stats:
+        if bn.mean is None or bn.var is None:
             return Skip(f"'{bn.name}' keeps no running statistics (track_running_stats="
                         "False): it normalises with each batch's statistics")
+        if bn.training or bn.batch_stats:
+            return Skip(f"'{bn.name}' is a BatchNorm in training mode: it normalises with "
+                        "each batch's statistics, not a fixed affine map")
         lay = lo.layer(bn.x)
         if isinstance(lay, str):
             return Skip(lay)
