@@ -47,6 +47,11 @@ aten = torch.ops.aten
 _EXPAND = {aten.expand.default, aten.expand_copy.default, aten.broadcast_to.default,
            torch.broadcast_to, "expand", "expand_as", "broadcast_to"}
 _REPEAT = {aten.repeat.default, "repeat"}
+# ops that keep an integer index's values and shape (casts between int types, copies)
+_SAME_VALUES = {aten._to_copy.default, aten.to.dtype, aten.to.device, aten.to.dtype_layout,
+                aten.clone.default, aten.alias.default, aten.detach.default,
+                aten.contiguous.default, torch.clone, "to", "clone", "contiguous", "detach",
+                "long", "int"}
 
 
 def _target(n: fx.Node) -> object:
@@ -54,14 +59,22 @@ def _target(n: fx.Node) -> object:
 
 
 def broadcast_core(idx: fx.Node, ctx: Context) -> tuple[fx.Node, tuple[int, ...]]:
-    """Follow idx back through broadcasting ops to the smallest tensor it was expanded
-    from. Returns that node and its shape aligned to idx's rank (leading 1s added)."""
+    """Follow idx back through broadcasting ops (and value-keeping casts or copies of an
+    integer tensor, like the `.to(x.device)` of ViT-MAE's decoder) to the smallest tensor it
+    was expanded from. Returns that node and its shape aligned to idx's rank."""
     si = ctx.spec(idx)
     assert si is not None
     node = idx
-    while node.op in ("call_function", "call_method") and _target(node) in _EXPAND | _REPEAT:
+    while node.op in ("call_function", "call_method") and _target(node) in (
+        _EXPAND | _REPEAT | _SAME_VALUES
+    ):
         src = node.args[0]
         ss = ctx.spec(src)
+        if _target(node) in _SAME_VALUES:
+            if not isinstance(src, fx.Node) or ss is None or ss.dtype.is_floating_point:
+                break
+            node = src
+            continue
         if not isinstance(src, fx.Node) or ss is None or ss.rank > si.rank:
             break
         aligned = (1,) * (si.rank - ss.rank) + ss.shape

@@ -170,6 +170,34 @@ def test_mae_uses_k_by_n_mask_not_full_index() -> None:
         assert r.macs == 2 * 4 * 16 * 8 + (2 * 4 * 16 * 8) // 8
 
 
+def test_broadcast_is_seen_through_value_keeping_casts() -> None:
+    """ViT-MAE's decoder: gather(x, 1, ids.unsqueeze(-1).repeat(1, 1, D).to(x.device))."""
+
+    class Unshuffle(nn.Module):
+        def forward(self, x, ids):
+            idx = ids.unsqueeze(-1).repeat(1, 1, x.shape[2])
+            return torch.gather(x, 1, idx.to(x.device).long().contiguous())
+
+    x, ids = nonfinite(_x(2, 16, 8)), torch.rand(2, 16).argsort(1)
+    for tracer in TRACERS:
+        lowered = lower_quiet(Unshuffle(), (x, ids), tracer=tracer)
+        (row,) = applied(lowered, "gather_to_mask_matmul")
+        assert "batched matmul" in row.detail and row.mask_elems == 2 * 16 * 16
+        assert_same_outputs(Unshuffle()(x, ids), lowered(x, ids))
+
+
+def test_repeat_that_tiles_is_not_a_broadcast() -> None:
+    class Tile(nn.Module):
+        def forward(self, x, ids):
+            return torch.gather(x, 1, ids.repeat(1, 1, 2))  # ids [B, K, 2]: tiled, not broadcast
+
+    x, ids = nonfinite(_x(2, 6, 4)), _i(6, 2, 3, 2)
+    lowered = lower_quiet(Tile(), (x, ids))
+    (row,) = applied(lowered, "gather_to_mask_matmul")
+    assert "masked sum" in row.detail
+    assert_same_outputs(Tile()(x, ids), lowered(x, ids))
+
+
 def test_constant_index_needs_no_runtime_mask() -> None:
     class Const(nn.Module):
         def __init__(self) -> None:

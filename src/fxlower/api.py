@@ -253,35 +253,44 @@ def onnx_export(module: torch.nn.Module, inputs: tuple[Any, ...], path: str | os
 
 def ort_compare(model: torch.nn.Module, inputs: tuple[Any, ...], path: str | os.PathLike[str],
                 *, draws: int = 2) -> float:
-    """Run the ONNX file in onnxruntime on fresh draws and compare with the original model.
-    Returns the max abs error; raises VerificationError on a mismatch."""
+    """Run the ONNX file in onnxruntime on the example inputs and fresh draws and compare
+    with the original model, with the same tolerance as `verify` (grounded in the original's
+    own fp32 error against a float64 run). Returns the max abs error; raises
+    VerificationError on a mismatch."""
     import numpy as np
     import onnxruntime as ort
 
-    from .verify import compare
+    from .verify import _run, _to_double, compare, float64_twin
 
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     names = [i.name for i in sess.get_inputs()]
+    twin = float64_twin(model)
     worst = 0.0
-    for r in range(draws):
-        fresh = draw_like(inputs, 1000 + r)
-        leaves = [t for t in pytree.tree_leaves(fresh) if isinstance(t, torch.Tensor)]
+    for r, run_inputs in enumerate([inputs] + [draw_like(inputs, 1000 + i) for i in range(draws)]):
+        leaves = [t for t in pytree.tree_leaves(run_inputs) if isinstance(t, torch.Tensor)]
         feed = {n: (t.float() if t.dtype == torch.bfloat16 else t).numpy()
                 for n, t in zip(names, leaves, strict=False)}
         got = sess.run(None, feed)
-        with torch.no_grad():
-            torch.manual_seed(0)
-            ref = model(*fresh)
+        ref = _run(model, run_inputs, 0)
         ref_leaves = [t for t in pytree.tree_leaves(ref) if isinstance(t, torch.Tensor)]
+        ref64 = None
+        if twin is not None:
+            try:
+                out64 = _run(twin, _to_double(run_inputs), 0)
+                ref64 = tuple(t for t in pytree.tree_leaves(out64) if isinstance(t, torch.Tensor))
+            except Exception:  # noqa: BLE001 - some models only run in float32
+                ref64 = None
         got_t = [torch.from_numpy(np.asarray(g)) for g in got]
         got_t = [g.to(a.dtype) if g.dtype != a.dtype and a.dtype == torch.bfloat16 else g
                  for g, a in zip(got_t, ref_leaves, strict=False)]
         if len(got_t) != len(ref_leaves):
             raise VerificationError(
                 f"onnxruntime returned {len(got_t)} outputs, the model {len(ref_leaves)}")
-        mism, w, _, _ = compare(tuple(ref_leaves), tuple(got_t), None)
+        mism, w, _, _ = compare(tuple(ref_leaves), tuple(got_t), ref64)
         if mism:
-            raise VerificationError(f"onnxruntime vs original: {mism[0].output}: {mism[0].message}")
+            what = "example inputs" if r == 0 else "fresh draw"
+            raise VerificationError(
+                f"onnxruntime vs original ({what}): {mism[0].output}: {mism[0].message}")
         worst = max(worst, w)
     return worst
 
