@@ -289,11 +289,15 @@ def layer(node: fx.Node) -> Layer | str:
         return f"'{name}' is not a conv or linear layer"
     mod = _module(node)
     if mod is not None:
+        x = node.args[0] if node.args else node.kwargs.get("input")
+        if not isinstance(x, fx.Node):
+            return f"the input of '{name}' is not a tensor node"
         w = mod.weight.detach()
         b = None if mod.bias is None else mod.bias.detach()
+        if not w.dtype.is_floating_point:
+            return f"the weight of '{name}' is not floating point ({w.dtype})"
         if isinstance(mod, nn.Linear):
-            return Layer(node, node.args[0], name, "nn.Linear", 0, w, b, (), (), (), 1,  # type: ignore[arg-type]
-                         "zeros")
+            return Layer(node, x, name, "nn.Linear", 0, w, b, (), (), (), 1, "zeros")
         dims = _conv_module_dims(mod) or 0
         stride, dilation = _tuple(mod.stride, dims), _tuple(mod.dilation, dims)
         k = tuple(int(s) for s in w.shape[2:])
@@ -303,8 +307,8 @@ def layer(node: fx.Node) -> Layer | str:
                 return pad
         else:
             pad = _tuple(mod.padding, dims)
-        return Layer(node, node.args[0], name, f"nn.{type(mod).__name__}", dims, w, b,  # type: ignore[arg-type]
-                     stride, pad, dilation, int(mod.groups), str(mod.padding_mode))
+        return Layer(node, x, name, f"nn.{type(mod).__name__}", dims, w, b, stride, pad,
+                     dilation, int(mod.groups), str(mod.padding_mode))
     t = node.target
     if fam == "linear":
         a = _bind(node, _LINEAR_ARGS, {"bias": None})
@@ -329,6 +333,8 @@ def layer(node: fx.Node) -> Layer | str:
     b = _const(a.get("bias"), "bias", name)
     if isinstance(b, str):
         return b
+    if not w.dtype.is_floating_point:
+        return f"the weight of '{name}' is not floating point ({w.dtype})"
     if dims == 0:
         if w.dim() != 2:
             return f"the weight of '{name}' is not a matrix"
@@ -556,15 +562,6 @@ def dense(w: torch.Tensor, groups: int) -> torch.Tensor:
     return out
 
 
-def grouped(w: torch.Tensor, groups: int) -> torch.Tensor:
-    """The inverse of `dense`: keep the diagonal blocks (off-diagonal ones must be zero)."""
-    if groups == 1:
-        return w
-    cout, cin = w.shape[:2]
-    og, ig = cout // groups, cin // groups
-    return torch.cat([w[i * og:(i + 1) * og, i * ig:(i + 1) * ig] for i in range(groups)])
-
-
 def compose_weights(wa: torch.Tensor, ba: torch.Tensor | None, a: Geom,
                     wb: torch.Tensor, bb: torch.Tensor | None, b: Geom,
                     m: Geom) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -573,29 +570,40 @@ def compose_weights(wa: torch.Tensor, ba: torch.Tensor | None, a: Geom,
     if a.dims == 0:
         w = wb @ wa
     else:
-        A = dense(wa, a.groups).transpose(0, 1)  # (C0, C1, *k_a): C0 as the batch
+        # Merged group i only involves its own blocks of channels (C0, C1, C2 split in
+        # m.groups); within a block each layer is dense after `dense`. One grouped conv
+        # computes every block: input (C0/g, C1, k_a) with block i's C1 channels holding
+        # W_a's block i transposed, weight (C2, C1/g, k_b) holding W_b's block i flipped.
+        G = m.groups
+        c0g, c1g, c2g = a.cin // G, a.cout // G, b.cout // G
+        blocks_a, blocks_b = [], []
+        for i in range(G):
+            wa_i = dense(wa[i * c1g:(i + 1) * c1g], a.groups // G)  # (C1/g, C0/g, *k_a)
+            blocks_a.append(wa_i.transpose(0, 1))
+            blocks_b.append(dense(wb[i * c2g:(i + 1) * c2g], b.groups // G))
+        A = torch.cat(blocks_a, dim=1)  # (C0/g, C1, *k_a)
+        B = torch.cat(blocks_b, dim=0).flip(list(range(2, 2 + a.dims)))  # (C2, C1/g, *k_b)
+        assert A.shape[:2] == (c0g, c1g * G) and B.shape[:2] == (c2g * G, c1g)
         alpha, beta = [], []
         for d in range(a.dims):
             D = m.dilation[d]
             alpha.append(a.stride[d] * b.dilation[d] // D)
             beta.append(a.dilation[d] // D)
-        if any(x > 1 for x in beta):
+        if any(x > 1 for x in beta):  # W_a's taps sit beta apart on the merged grid
             size = [beta[d] * (a.k[d] - 1) + 1 for d in range(a.dims)]
             Z = A.new_zeros((*A.shape[:2], *size))
             Z[(slice(None), slice(None), *(slice(None, None, s) for s in beta))] = A
             A = Z
-        B = dense(wb, b.groups).flip(list(range(2, 2 + a.dims)))
         conv = (F.conv1d, F.conv2d, F.conv3d)[a.dims - 1]
         full = conv(A, B, padding=[alpha[d] * (b.k[d] - 1) for d in range(a.dims)],
-                    dilation=alpha)
-        w = grouped(full.transpose(0, 1), m.groups).contiguous()
+                    dilation=alpha, groups=G)  # (C0/g, C2, *K)
+        w = full.transpose(0, 1).contiguous()  # (C2, C0/g, *K): grouped layout
     bias = None
     if m.has_bias:
         bias = bb.double() if bb is not None else torch.zeros(b.cout, dtype=torch.float64)
         if ba is not None:
-            taps = dense(wb, b.groups)
-            taps = taps.sum(dim=list(range(2, taps.dim()))) if taps.dim() > 2 else taps
-            bias = bias + taps @ ba.double()
+            taps = wb.sum(dim=list(range(2, wb.dim()))) if wb.dim() > 2 else wb
+            bias = bias + dense(taps, b.groups) @ ba.double()
     return w, bias
 
 
