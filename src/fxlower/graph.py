@@ -235,3 +235,38 @@ def erase_dead(gm: fx.GraphModule) -> None:
     for digest, name in list(cache.items()):
         if name not in used:
             del cache[digest]
+
+
+def _key_of(a: Any) -> Any:
+    if isinstance(a, fx.Node):
+        return ("node", a.name)
+    if isinstance(a, (list, tuple)):
+        return (type(a).__name__, tuple(_key_of(x) for x in a))
+    if isinstance(a, dict):
+        return ("dict", tuple(sorted((k, _key_of(v)) for k, v in a.items())))
+    if isinstance(a, float):
+        return ("float", repr(a))  # tells -0.0 from 0.0, and NaN equals NaN
+    if isinstance(a, (int, bool, str, type(None), torch.dtype, torch.device, slice)):
+        return (type(a).__name__, repr(a))
+    return ("id", id(a))  # anything else is only equal to itself
+
+
+def cse(gm: fx.GraphModule, candidates: set[fx.Node]) -> int:
+    """Merge duplicate deterministic nodes among `candidates` (nodes fxlower created; the
+    user's own nodes are left as they are). Returns how many were removed."""
+    seen: dict[Any, fx.Node] = {}
+    removed = 0
+    for n in list(gm.graph.nodes):
+        if n not in candidates or n.op not in ("call_function", "call_method", "get_attr"):
+            continue
+        if n.op != "get_attr" and (n.is_impure() or not is_deterministic(n)):
+            continue
+        key = (n.op, str(n.target), _key_of(n.args), _key_of(n.kwargs))
+        first = seen.get(key)
+        if first is None:
+            seen[key] = n
+            continue
+        n.replace_all_uses_with(first)
+        gm.graph.erase_node(n)
+        removed += 1
+    return removed

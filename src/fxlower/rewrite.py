@@ -103,8 +103,10 @@ def run_passes(
     """Run each pass over the graph once, in order, recording what it did in `report`.
 
     `enabled(rewrite_id)` lets the caller switch single rewrites off (culprit finding).
-    `reannotate` refreshes shapes after a pass changed the graph.
+    `reannotate` refreshes shapes after a pass changed the graph. Duplicate nodes that
+    passes wrote (e.g. the class codes of one source gathered twice) are merged.
     """
+    created: set[fx.Node] = set()  # nodes the passes wrote, the only ones CSE may merge
     for p in passes:
         changed = False
         for node in list(gm.graph.nodes):
@@ -119,8 +121,10 @@ def run_passes(
             if not enabled(rid):
                 report.skipped.append(Skipped(p.name, node.name, op, "switched off"))
                 continue
+            before = set(gm.graph.nodes)
             with g.Builder(gm, node) as b:
                 new = p.replace(node, result, b)
+            created.update(n for n in gm.graph.nodes if n not in before)
             if new is not node:
                 g.replace_node(node, new)
             report.applied.append(
@@ -128,6 +132,7 @@ def run_passes(
             )
             changed = True
         if changed:
+            g.cse(gm, created)
             g.erase_dead(gm)
             gm.graph.lint()
             gm.recompile()
