@@ -10,13 +10,16 @@ from .index_to_mask_matmul import IndexToMaskMatmul
 from .merge_conv_chain import MergeConvChain
 from .merge_linear_chain import MergeLinearChain
 from .select_to_slice import SelectToSlice
+from .topk_gather_to_values import TopkGatherToValues
 
-# Run order: cheap exact slices first, then the mask products.
+# Run order: merges of linear layers, then the gather family: exact slices and value
+# reuse first, mask products last.
 PASSES: list[RewritePass] = [
     FoldBnIntoConv(),
     MergeConvChain(),
     MergeLinearChain(),
     SelectToSlice(),
+    TopkGatherToValues(),
     IndexToMaskMatmul(),
     GatherToMaskMatmul(),
 ]
