@@ -10,6 +10,7 @@ from torch.utils import _pytree as pytree
 
 import fxlower
 from fxlower.census import census
+from fxlower.check import DEFAULT_FORBIDDEN
 
 
 def same(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -47,7 +48,7 @@ def skipped(lowered: torch.fx.GraphModule) -> list[fxlower.Skipped]:
 
 
 def gather_ops_left(lowered: torch.fx.GraphModule) -> dict[str, int]:
-    return census(lowered)
+    return census(lowered, DEFAULT_FORBIDDEN)
 
 
 def nonfinite(x: torch.Tensor, seed: int = 0) -> torch.Tensor:

@@ -15,6 +15,7 @@ from torch.utils import _pytree as pytree
 
 from . import census, graph
 from .capture import capture
+from .check import DEFAULT_FORBIDDEN
 from .errors import LoweringError, VerificationError
 from .normalise import normalise
 from .report import Report
@@ -66,6 +67,7 @@ def _lower_once(
     passes: Sequence[RewritePass],
     enabled: Callable[[str], bool],
     tracer: str = "auto",
+    forbidden: frozenset[str] = DEFAULT_FORBIDDEN,
 ) -> tuple[fx.GraphModule, Report]:
     report = Report()
     t0 = time.perf_counter()
@@ -82,14 +84,14 @@ def _lower_once(
     reannotate()
     if normalise(gm, report):
         reannotate()
-    report.ops_before = census.census(gm)
+    report.ops_before = census.census(gm, forbidden)
     ctx = Context(gm=gm, options=options, has_shapes=inputs is not None)
     run_passes(gm, passes, ctx, report, enabled=enabled, reannotate=reannotate)
     graph.erase_dead(gm)
     gm.graph.lint()
     gm.recompile()
-    report.ops_after = census.census(gm)
-    report.remaining = census.remaining(gm)
+    report.ops_after = census.census(gm, forbidden)
+    report.remaining = census.remaining(gm, forbidden)
     report.seconds["rewrite"] = time.perf_counter() - t0
     return gm, report
 

@@ -1,4 +1,4 @@
-"""Which graph nodes the ONNX exporter turns into Gather-family nodes.
+"""Which graph nodes the ONNX exporter turns into Gather- or Scatter-family nodes.
 
 Found by exporting (torch 2.13, `torch.onnx.export(..., dynamo=True)`, static shapes; the
 probe's table is docs/exporter-ops.md), not by guessing. The graph-level census is a fast
@@ -18,45 +18,73 @@ from .graph import get_attr, spec
 
 aten = torch.ops.aten
 
-# ATen op (overload packet) -> ONNX nodes it exports to.
-_ATEN: dict[object, str] = {
-    aten.gather: "GatherElements",
-    aten.take_along_dim: "GatherElements",
-    aten.index_select: "Gather",
-    aten.embedding: "Gather",
-    aten.embedding_bag: "Gather",
-    aten._embedding_bag: "Gather",
-    aten.select: "Gather",
-    aten.index: "GatherND",
-    aten.take: "GatherND",
-    aten.unfold: "Gather",
-    aten.im2col: "Gather",
-    aten.masked_scatter: "Gather + ScatterND",
-    aten.bucketize: "GatherND",
-    aten.masked_select: "GatherND (legacy exporter; dynamo cannot export it)",
+# ATen op (overload packet) -> ONNX op types it exports to (gather and scatter families,
+# and the data-dependent ops that come with them).
+_G, _GE, _GND = "Gather", "GatherElements", "GatherND"
+_ATEN: dict[object, frozenset[str]] = {
+    aten.gather: frozenset({_GE}),
+    aten.take_along_dim: frozenset({_GE}),
+    aten.index_select: frozenset({_G}),
+    aten.embedding: frozenset({_G}),
+    aten.embedding_bag: frozenset({_G}),
+    aten._embedding_bag: frozenset({_G}),
+    aten.select: frozenset({_G}),
+    aten.index: frozenset({_GND}),
+    aten.take: frozenset({_GND}),
+    aten.unfold: frozenset({_G}),
+    aten.im2col: frozenset({_G}),
+    aten.masked_scatter: frozenset({_G, "ScatterND", "NonZero"}),
+    aten.bucketize: frozenset({_GND}),
+    aten.masked_select: frozenset({_GND, "NonZero"}),
+    aten.nonzero: frozenset({"NonZero"}),
+    aten.scatter: frozenset({"ScatterElements"}),
+    aten.scatter_add: frozenset({"ScatterElements"}),
+    aten.scatter_reduce: frozenset({"ScatterElements"}),
+    aten.index_put: frozenset({"ScatterND"}),
+    aten.index_put_: frozenset({"ScatterND"}),
+    aten.index_add: frozenset({"ScatterND"}),
+    aten.index_copy: frozenset({"ScatterND"}),
+    aten.slice_scatter: frozenset({"ScatterND"}),
+    aten.select_scatter: frozenset({"ScatterElements"}),
 }
-_TORCH: dict[object, str] = {
-    torch.gather: "GatherElements",
-    torch.take_along_dim: "GatherElements",
-    torch.index_select: "Gather",
-    F.embedding: "Gather",
-    F.embedding_bag: "Gather",
-    torch.select: "Gather",
-    torch.take: "GatherND",
-    F.unfold: "Gather",
-    torch.bucketize: "GatherND",
-    torch.masked_select: "GatherND",
+_TORCH: dict[object, frozenset[str]] = {
+    torch.gather: frozenset({_GE}),
+    torch.take_along_dim: frozenset({_GE}),
+    torch.index_select: frozenset({_G}),
+    F.embedding: frozenset({_G}),
+    F.embedding_bag: frozenset({_G}),
+    torch.select: frozenset({_G}),
+    torch.take: frozenset({_GND}),
+    F.unfold: frozenset({_G}),
+    torch.bucketize: frozenset({_GND}),
+    torch.masked_select: frozenset({_GND, "NonZero"}),
+    torch.nonzero: frozenset({"NonZero"}),
+    torch.scatter: frozenset({"ScatterElements"}),
+    torch.scatter_add: frozenset({"ScatterElements"}),
+    torch.index_add: frozenset({"ScatterND"}),
+    torch.index_copy: frozenset({"ScatterND"}),
+    torch.slice_scatter: frozenset({"ScatterND"}),
+    torch.select_scatter: frozenset({"ScatterElements"}),
 }
-_METHODS = {"gather": "GatherElements", "take_along_dim": "GatherElements",
-            "index_select": "Gather", "select": "Gather", "take": "GatherND",
-            "unfold": "Gather", "masked_scatter": "Gather + ScatterND",
-            "masked_select": "GatherND"}
-_MODULES: dict[type, str] = {
-    nn.Embedding: "Gather",
-    nn.EmbeddingBag: "Gather",
-    nn.Unfold: "Gather",
-    nn.MultiheadAttention: "Gather",
+_METHODS: dict[str, frozenset[str]] = {
+    "gather": frozenset({_GE}), "take_along_dim": frozenset({_GE}),
+    "index_select": frozenset({_G}), "select": frozenset({_G}), "take": frozenset({_GND}),
+    "unfold": frozenset({_G}), "masked_scatter": frozenset({_G, "ScatterND", "NonZero"}),
+    "masked_scatter_": frozenset({_G, "ScatterND", "NonZero"}),
+    "masked_select": frozenset({_GND, "NonZero"}), "nonzero": frozenset({"NonZero"}),
+    "scatter": frozenset({"ScatterElements"}), "scatter_": frozenset({"ScatterElements"}),
+    "scatter_add": frozenset({"ScatterElements"}), "scatter_add_": frozenset({"ScatterElements"}),
+    "index_put": frozenset({"ScatterND"}), "index_put_": frozenset({"ScatterND"}),
+    "index_add": frozenset({"ScatterND"}), "index_add_": frozenset({"ScatterND"}),
+    "index_copy": frozenset({"ScatterND"}), "index_copy_": frozenset({"ScatterND"}),
 }
+_MODULES: dict[type, frozenset[str]] = {
+    nn.Embedding: frozenset({_G}),
+    nn.EmbeddingBag: frozenset({_G}),
+    nn.Unfold: frozenset({_G}),
+    nn.MultiheadAttention: frozenset({_G}),
+}
+_REPEAT_INTERLEAVE_TENSOR = frozenset({_G, _GND, "Range", "CumSum"})
 
 
 # Leaf modules of symbolic tracing whose forward exports to Gather-family nodes and which no
@@ -68,18 +96,19 @@ def _packet(t: object) -> object:
     return getattr(t, "overloadpacket", t)
 
 
-def gather_kind(node: fx.Node, gm: fx.GraphModule) -> str | None:
-    """The Gather-family ONNX node(s) this graph node exports to, or None."""
+def exports_to(node: fx.Node, gm: fx.GraphModule) -> frozenset[str]:
+    """The gather/scatter-family ONNX op types this graph node exports to (empty if none)."""
+    none: frozenset[str] = frozenset()
     if node.op == "call_module":
         mod = get_attr(gm, str(node.target))
-        for cls, onnx_op in _MODULES.items():
+        for cls, ops in _MODULES.items():
             if isinstance(mod, cls):
-                return onnx_op
-        return None
+                return ops
+        return none
     if node.op == "call_method":
-        return _METHODS.get(str(node.target))
+        return _METHODS.get(str(node.target), none)
     if node.op != "call_function":
-        return None
+        return none
     t = node.target
     if t is operator.getitem and isinstance(node.args[0], fx.Node):
         key = node.args[1]
@@ -88,20 +117,22 @@ def gather_kind(node: fx.Node, gm: fx.GraphModule) -> str | None:
             (isinstance(k, int) and not isinstance(k, bool)) or isinstance(k, (fx.Node, list))
             for k in items
         ):
-            return "Gather/GatherND"
-        return None
+            return frozenset({_G, _GND})
+        return none
+    if t is operator.setitem:
+        return frozenset({"ScatterND"})
     if isinstance(t, torch._ops.OpOverload):
-        if t is aten.repeat_interleave.self_Tensor or t is aten.repeat_interleave.Tensor:
-            return "Gather + GatherND"
-        return _ATEN.get(_packet(t))
-    return _TORCH.get(t)
+        if t in (aten.repeat_interleave.self_Tensor, aten.repeat_interleave.Tensor):
+            return _REPEAT_INTERLEAVE_TENSOR
+        return _ATEN.get(_packet(t), none)
+    return _TORCH.get(t, none)
 
 
-def census(gm: fx.GraphModule) -> dict[str, int]:
-    """Count the graph's nodes that would export to Gather-family ONNX nodes, by op."""
+def census(gm: fx.GraphModule, forbidden: frozenset[str]) -> dict[str, int]:
+    """Count the graph's nodes that would export to a forbidden ONNX op, by op name."""
     out: dict[str, int] = {}
     for n in gm.graph.nodes:
-        if gather_kind(n, gm) is not None:
+        if exports_to(n, gm) & forbidden:
             key = _name(n)
             out[key] = out.get(key, 0) + 1
     return out
@@ -118,10 +149,11 @@ def _name(n: fx.Node) -> str:
     return getattr(t, "__name__", str(t))
 
 
-def remaining(gm: fx.GraphModule) -> list[str]:
-    """One description per node left that exports to a Gather-family node."""
-    return [
-        f"{_name(n)} '{n.name}' (exports to {gather_kind(n, gm)})"
-        for n in gm.graph.nodes
-        if gather_kind(n, gm) is not None
-    ]
+def remaining(gm: fx.GraphModule, forbidden: frozenset[str]) -> list[str]:
+    """One description per node left that exports to a forbidden ONNX op."""
+    out = []
+    for n in gm.graph.nodes:
+        ops = exports_to(n, gm) & forbidden
+        if ops:
+            out.append(f"{_name(n)} '{n.name}' (exports to {', '.join(sorted(ops))})")
+    return out
