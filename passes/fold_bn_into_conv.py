@@ -25,6 +25,9 @@ Legality (each a skip reason):
 4. BN normalises dim 1: after a conv that is the channel dim (batched input); after a
    linear layer it is the feature dim only for a 2-D output, which needs known shapes.
 
+Not covered: BN *before* a layer (folding it into the next layer's input side is exact only
+without zero padding); SyncBatchNorm and subclasses with their own forward.
+
 Numerics: s, t and the folded weights are computed in float64 and rounded once to the
 weight dtype. Cost: removes the BN's per-element multiply-add; adds nothing.
 merge="never" disables this pass together with the chain merges.

@@ -35,6 +35,11 @@ Chains of three or more are planned as a whole (the best split into merged runs)
 triple that is cheaper merged is merged even when its first pair alone would not be. One
 report row per merged run, at its last conv; one skip row per link left apart.
 
+Not covered: a padded, biased pair is refused rather than merged with a precomputed
+border-correction map; torch.export writes padding_mode != 'zeros' as an `aten.pad` before a
+conv with padding 0, so there the pad stands between the convs and the pair is no
+candidate; transposed convs, conv -> flatten -> linear and BN *before* a conv are not merged.
+
 Numerics: composed in float64 and rounded once to the weight dtype; the merged conv equals
 the chain exactly in real arithmetic, to float64 rounding in float64, and within fp32
 rounding of a different summation order in float32.
