@@ -2,8 +2,9 @@
 
 `torch.fx.symbolic_trace` first (readable torch-level graphs, no inputs needed); when it
 fails, or when the traced graph cannot run the example inputs, `torch.export.export`
-(non-strict) on the example inputs. The user's model is never touched: capture works on
-a deep copy.
+(non-strict) on the example inputs, functionalised (`run_decompositions({})`: in-place
+updates become their functional forms, no other op is decomposed). The user's model is
+never touched: capture works on a deep copy.
 """
 
 from __future__ import annotations
@@ -91,6 +92,12 @@ def _export(
             "neither tracer could capture the model: "
             f"torch.fx.symbolic_trace: {trace_error}; torch.export: {_reason(e)}"
         ) from e
+    try:
+        # functionalise (slice assignment becomes slice_scatter, index_put_ index_put, BN
+        # the no-training op) without decomposing anything else
+        ep = ep.run_decompositions({})
+    except Exception as e:  # noqa: BLE001
+        raise LoweringError(f"torch.export could not functionalise the graph: {_reason(e)}") from e
     gm = ep.module()
     if trace_error.startswith("not tried"):
         note = trace_error

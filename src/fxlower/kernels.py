@@ -77,7 +77,10 @@ def restore(y: Tensor, codes: Tensor, dtype: torch.dtype) -> Tensor:
     y = torch.where(codes == NAN, float("nan"), y)
     y = torch.where(codes == POSINF, float("inf"), y)
     y = torch.where(codes == NEGINF, float("-inf"), y)
-    return y * torch.where(codes == NEGZERO, -1.0, 1.0).to(dtype)
+    # the value path gives +0.0 or -0.0 for a selected -0.0 (a one-term product keeps the
+    # sign, a sum starting from +0 loses it): set +0.0, then flip
+    negzero = codes == NEGZERO
+    return torch.where(negzero, 0.0, y) * torch.where(negzero, -1.0, 1.0).to(dtype)
 
 
 def _pack(b: Any, c: Tensor, shape: tuple[int, ...], axis: int) -> Tensor:
