@@ -101,6 +101,7 @@ def lower(
     example_inputs: Any = None,
     *,
     verify: bool = True,
+    on_mismatch: str = "rollback",
     on_forbidden: str = "raise",
     assume_finite: bool = False,
     merge: str = "auto",
@@ -115,7 +116,11 @@ def lower(
         example_inputs: a tensor or tuple of positional inputs. Shapes are specialised to
             them. Without them only symbolic tracing is possible and verification is skipped.
         verify: compare the lowered module with the original on the example inputs and on
-            fresh draws; raise VerificationError naming the output and the rewrite.
+            fresh draws.
+        on_mismatch: when verification fails, the rewrite responsible is found by bisection
+            over the applied rewrites. "rollback" (default): undo it, re-verify, repeat, and
+            list it in `report.rolled_back`; "raise": raise VerificationError naming the
+            output, the error and the rewrite.
         on_forbidden: "raise" (LoweringError if a gather-family op remains) or "warn".
         assume_finite: promise that float sources hold no NaN/inf/-0.0 (skips the code path
             that carries them through a mask product exactly).
@@ -127,6 +132,8 @@ def lower(
 
     Returns the GraphModule; its report is `lowered.fxlower_report` (`fxlower.Report`).
     """
+    if on_mismatch not in ("rollback", "raise"):
+        raise ValueError("on_mismatch must be 'rollback' or 'raise'")
     if on_forbidden not in ("raise", "warn"):
         raise ValueError("on_forbidden must be 'raise' or 'warn'")
     if merge not in ("auto", "always", "never"):
@@ -145,27 +152,41 @@ def lower(
                           stacklevel=2)
     elif verify:
         t0 = time.perf_counter()
-        try:
-            mismatches, figures = _verify_quietly(model, gm, inputs)
-        except Exception as e:  # noqa: BLE001 - the lowered module failed to run at all
-            mismatches = [Mismatch("output", f"the lowered module raised {e!r}", float("inf"))]
-            figures = {}
-        if mismatches:
-            culprit = _find_culprit(model, inputs, options, plist, on, report, tracer)
+        mismatches, figures = _check_outputs(model, gm, inputs)
+        off: set[str] = set()
+        rolled: list[str] = []
+        while mismatches:
             first = mismatches[0]
-            raise VerificationError(
-                f"{first.output}: {first.message}; "
-                + (f"caused by rewrite {culprit}" if culprit else "no single rewrite reproduces it")
-                + (f" ({len(mismatches) - 1} more mismatches)" if len(mismatches) > 1 else "")
-            )
+            more = f" ({len(mismatches) - 1} more mismatches)" if len(mismatches) > 1 else ""
+            ids = [a.rewrite_id for a in report.applied]
+            culprit = _bisect(model, inputs, options, plist, on, off, ids, tracer)
+            if culprit is None:
+                raise VerificationError(
+                    f"{first.output}: {first.message}{more}; the captured graph differs from "
+                    f"the model before any rewrite ({report.capture}: {report.capture_note or 'ok'})"
+                )
+            node = next(a for a in report.applied if a.rewrite_id == culprit)
+            if on_mismatch == "raise":
+                raise VerificationError(
+                    f"{first.output}: {first.message}{more}; caused by rewrite {culprit} "
+                    f"({node.op}: {node.detail})"
+                )
+            off.add(culprit)
+            rolled.append(f"{culprit} ({node.op}): {first.output}: {first.message}")
+            gm, report = _lower_once(model, inputs, options, plist,
+                                     lambda r: on(r) and r not in off, tracer)
+            mismatches, figures = _check_outputs(model, gm, inputs)
+        report.rolled_back = rolled
         report.verification = figures
         report.seconds["verify"] = time.perf_counter() - t0
 
     if report.remaining:
         msg = "forbidden ops remain after lowering: " + "; ".join(report.remaining)
-        reasons = [f"{s.op}: {s.reason}" for s in report.skipped]
+        reasons = [f"{s.op}: {s.reason}" for s in report.skipped if s.reason != "switched off"]
         if reasons:
             msg += " (skipped: " + "; ".join(reasons) + ")"
+        if report.rolled_back:
+            msg += " (rolled back because verification failed: " + "; ".join(report.rolled_back) + ")"
         if on_forbidden == "raise":
             raise LoweringError(msg)
         warnings.warn(msg, stacklevel=2)
@@ -180,27 +201,43 @@ def _verify_quietly(model: Any, gm: Any, inputs: tuple[Any, ...]) -> tuple[list[
         return verify(model, gm, inputs)
 
 
-def _find_culprit(
+def _check_outputs(model: Any, gm: Any, inputs: tuple[Any, ...]) -> tuple[list[Mismatch], dict[str, Any]]:
+    try:
+        return _verify_quietly(model, gm, inputs)
+    except Exception as e:  # noqa: BLE001 - the lowered module failed to run at all
+        return [Mismatch("output", f"the lowered module raised {e!r}", float("inf"))], {}
+
+
+def _bisect(
     model: torch.nn.Module,
     inputs: tuple[Any, ...],
     options: Options,
     passes: Sequence[RewritePass],
     on: Callable[[str], bool],
-    report: Report,
+    off: set[str],
+    ids: list[str],
     tracer: str,
 ) -> str | None:
-    """The first applied rewrite that alone makes verification fail."""
-    ids = [a.rewrite_id for a in report.applied]
-    for rid in ids:
+    """The rewrite whose addition first makes verification fail: bisection over prefixes of
+    the applied rewrites (in the order they were applied), log2(n) re-lowerings. None when
+    the capture alone (no rewrite at all) already fails."""
+
+    def fails(k: int) -> bool:
+        keep = set(ids[:k])
         gm, _ = _lower_once(model, inputs, options, passes,
-                            lambda r, rid=rid: r == rid and on(r), tracer)
-        try:
-            mism, _ = _verify_quietly(model, gm, inputs)
-        except Exception:  # noqa: BLE001
-            return rid
-        if mism:
-            return rid
-    return None
+                            lambda r: r in keep and on(r) and r not in off, tracer)
+        return bool(_check_outputs(model, gm, inputs)[0])
+
+    if fails(0):
+        return None
+    lo, hi = 0, len(ids)  # prefix lo passes, prefix hi fails
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if fails(mid):
+            hi = mid
+        else:
+            lo = mid
+    return ids[hi - 1]
 
 
 def report_of(lowered: fx.GraphModule) -> Report:
