@@ -64,14 +64,14 @@ class FoldBnIntoConv(RewritePass):
         lay = lo.layer(bn.x)
         if isinstance(lay, str):
             return Skip(lay)
-        first = bn.inner[0] if bn.inner else node
         if len(lay.node.users) != 1:
-            others = sorted(f"'{u.name}'" for u in lay.node.users if u is not first)
+            others = sorted(f"'{u.name}'" for u in lay.node.users if u is not node)
             return Skip(f"the output of '{lay.name}' is also used by {', '.join(others)}: "
                         "folding would change what they see")
-        for inner in bn.inner:
-            if set(inner.users) != {node}:
-                return Skip(f"other outputs of '{inner.name}' are used")
+        if bn.out is None:
+            return Skip(f"the normalised output of '{bn.name}' is not used")
+        if bn.out is not node and set(node.users) != {bn.out}:
+            return Skip(f"other outputs of '{bn.name}' (batch statistics) are used")
         assert bn.mean is not None
         if bn.mean.numel() != lay.cout:
             return Skip(f"'{bn.name}' has {bn.mean.numel()} channels and '{lay.name}' "
@@ -97,8 +97,8 @@ class FoldBnIntoConv(RewritePass):
         detail = (f"folded {bn.spelling} '{bn.name}' into {lay.spelling} '{lay.name}' as "
                   f"'{base}' ({geom.describe()}): per-channel scale and shift{saved}")
         return Plan(detail=detail, data={"module": module, "x": lay.x, "base": base,
-                                         "nodes": [lay.node, *bn.inner]})
+                                         "nodes": [lay.node], "out": bn.out})
 
     def replace(self, node: fx.Node, plan: Plan, b: Builder) -> fx.Node:
         d = plan.data
-        return lo.install(b.gm, node, d["x"], d["base"], d["module"], d["nodes"])
+        return lo.install(b.gm, node, d["x"], d["base"], d["module"], d["nodes"], d["out"])

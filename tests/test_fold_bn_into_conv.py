@@ -135,9 +135,8 @@ def test_functional_spellings(spelling: str, tracer: str) -> None:
     model, x = Functional(spelling).eval(), torch.randn(2, 4, 9, 9)
     low = lower_quiet(model, (x,), tracer=tracer)
     (row,) = applied(low, PASS)
-    seen = "aten.batch_norm" if tracer == "export" else spelling.replace("affine-free",
-                                                                         "F.batch_norm")
-    assert row.detail.startswith(f"folded {seen} ")
+    seen = "aten." if tracer == "export" else spelling.replace("affine-free", "F.batch_norm")
+    assert row.detail.startswith(f"folded {seen}")
     assert norms_left(low) == 0
     assert exact_in_float64(model, x, tracer=tracer) < 1e-14
 

@@ -457,7 +457,7 @@ def test_onnx_conv_count_drops_where_a_merge_is_legal_and_cheaper(case: str, tmp
 
 
 @st.composite
-def conv_chains(draw):
+def conv_chains(draw, modes=("zeros",) * 5 + ("reflect", "circular")):
     dims = draw(st.integers(1, 3))
     n = draw(st.integers(2, 3))
     chans = [draw(st.sampled_from([1, 2, 4]))]
@@ -472,7 +472,7 @@ def conv_chains(draw):
         reach = dilation * (k - 1)
         padding = draw(st.sampled_from(
             [0, 1, reach, reach, max(0, reach - stride + 1)]))  # none, one, full, full - stride
-        mode = draw(st.sampled_from(["zeros"] * 5 + ["reflect", "circular"]))
+        mode = draw(st.sampled_from(modes))
         bias = draw(st.sampled_from([True, False, False]))
         layers.append(make_conv(dims, cin, cout, k, stride, padding, dilation, groups, bias,
                                 mode))
@@ -488,6 +488,16 @@ def conv_chains(draw):
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(conv_chains())
 def test_random_chains_are_merged_and_equal_or_refused_with_a_reason(chain) -> None:
+    check_random_chain(chain, "symbolic_trace")
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(conv_chains(modes=("zeros",)))  # torch.export writes other modes as a separate pad
+def test_random_chains_on_the_export_path(chain) -> None:
+    check_random_chain(chain, "export")
+
+
+def check_random_chain(chain, tracer: str) -> None:
     dims, n, layers, c0, side, merge, seed = chain
     torch.manual_seed(seed)
     model = randomise_bn(nn.Sequential(*layers).eval())
@@ -502,14 +512,14 @@ def test_random_chains_are_merged_and_equal_or_refused_with_a_reason(chain) -> N
         event("chain does not fit its input")
         return
     try:
-        low = lower_quiet(model, (x,), merge=merge)  # verifies against the chain
+        low = lower_quiet(model, (x,), merge=merge, tracer=tracer)  # verifies against the chain
         verified = True
     except VerificationError:
         # fxlower's tolerance is relative to the output's own magnitude; a chain whose output
         # cancels (tiny output, O(1) intermediates) can exceed it with rounding alone. Then
         # the merge must still be exact in float64 (checked below) and within fp32 rounding
         # of the intermediates.
-        low = lower_quiet(model, (x,), merge=merge, verify=False)
+        low = lower_quiet(model, (x,), merge=merge, tracer=tracer, verify=False)
         verified = False
         event("fp32 error above fxlower's output-relative tolerance")
     rows = applied(low, PASS)
@@ -526,7 +536,7 @@ def test_random_chains_are_merged_and_equal_or_refused_with_a_reason(chain) -> N
     if merge == "auto":
         assert all(r.macs == 0 for r in rows)  # never more multiply-adds
     if rows:  # merged: equal to float64 rounding when composed and run in float64
-        assert exact_in_float64(model, x, merge=merge) < 1e-11
+        assert exact_in_float64(model, x, merge=merge, tracer=tracer) < 1e-11
     else:
         assert verified
     with torch.no_grad():

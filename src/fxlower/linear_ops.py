@@ -10,13 +10,17 @@ node is such a layer but cannot be used (weight computed at run time, transposed
 |                   | `aten.conv*d.padding`, `aten.convolution.default` (not transposed)       |
 | `linear`          | `nn.Linear`; `F.linear`; `aten.linear.default`                          |
 | `bn`              | `nn.BatchNorm1d/2d/3d`; `F.batch_norm`, `torch.batch_norm`;             |
-|                   | `aten.batch_norm.default`; item 0 of `aten._native_batch_norm_legit_no_training`, |
-|                   | `_native_batch_norm_legit(_functional)`, `native_batch_norm`            |
+|                   | `aten.batch_norm.default`; the tuple-valued                            |
+|                   | `aten._native_batch_norm_legit_no_training`, `_native_batch_norm_legit` |
+|                   | (`_functional`, `.no_stats`), `native_batch_norm` (output: getitem 0)  |
 
 torch.export (torch 2.13, non-strict, `ep.module()`) spells eval and training BN alike as
-`aten.batch_norm.default(x, w, b, mean, var, training, momentum, eps, cudnn)`; after
-`run_decompositions()` eval BN is `_native_batch_norm_legit_no_training` + `getitem 0` and
-training BN `_native_batch_norm_legit_functional` + getitems, convs `aten.convolution`.
+`aten.batch_norm.default(x, w, b, mean, var, training, momentum, eps, cudnn)`. Functionalised
+(`run_decompositions({})`, what fxlower's capture does) eval BN becomes the tuple-valued
+`_native_batch_norm_legit_no_training` read through `getitem 0`, training BN
+`_native_batch_norm_legit_functional` with getitems 0, 3, 4; convs stay `aten.conv*d`
+(`aten.convolution` after a full `run_decompositions()`). A tuple-valued BN is matched at
+the tuple node; `Norm.out` is its getitem 0.
 Weights and biases must be constants (`graph.is_const`: parameters, buffers, and
 deterministic ops on them).
 
@@ -123,13 +127,11 @@ def _is_bn_module(mod: nn.Module) -> bool:
             and not isinstance(mod, nn.modules.lazy.LazyModuleMixin))
 
 
-def _bn_tuple(node: fx.Node) -> fx.Node | None:
-    """For `getitem(native_bn(...), 0)`, the native BN node."""
-    if (node.op == "call_function" and node.target is operator.getitem
-            and node.args[1] == 0 and isinstance(node.args[0], fx.Node)
-            and node.args[0].op == "call_function" and node.args[0].target in _BN_TUPLE_OPS):
-        return node.args[0]
-    return None
+def _bn_output(node: fx.Node) -> fx.Node | None:
+    """For a tuple-valued ATen batch norm, its `getitem(., 0)` user (the normalised
+    tensor), if any."""
+    return next((u for u in node.users if u.op == "call_function"
+                 and u.target is operator.getitem and u.args[1] == 0), None)
 
 
 def _weight_rank(w: Any) -> int | None:
@@ -166,16 +168,13 @@ def family(node: Any) -> str | None:
         return f"conv{r - 2}d" if r in (3, 4, 5) else None
     if t in _LINEAR_FNS:
         return "linear"
-    if t in _BN_FNS or _bn_tuple(node) is not None:
+    if t in _BN_FNS or t in _BN_TUPLE_OPS:
         return "bn"
     return None
 
 
 def data_input(node: fx.Node) -> Any:
     """The tensor a conv / linear / BN node transforms."""
-    tup = _bn_tuple(node)
-    if tup is not None:
-        node = tup
     if node.args:
         return node.args[0]
     return node.kwargs.get("input")
@@ -187,13 +186,12 @@ def readable(node: fx.Node) -> str:
     `conv1.weight`) that module's path; else the node name."""
     if node.op == "call_module":
         return str(node.target).replace(".", "_")
-    src = _bn_tuple(node) or node
-    for a in src.all_input_nodes[1:]:
+    for a in node.all_input_nodes[1:]:
         if a.op == "get_attr":
             prefix, _, leaf = str(a.target).rpartition(".")
             if prefix and leaf in ("weight", "running_mean"):
                 return prefix.replace(".", "_")
-    return src.name
+    return node.name
 
 
 def _tuple(v: Any, n: int) -> tuple[int, ...]:
@@ -359,11 +357,11 @@ class Norm:
     """A batch norm, canonically: y = (x - mean) / sqrt(var + eps) * weight + bias along
     dim 1, when `batch_stats` is False."""
 
-    node: fx.Node  # produces the normalised tensor (the getitem for tuple-valued ATen ops)
+    node: fx.Node  # the batch-norm call (for tuple-valued ATen ops, the tuple)
+    out: fx.Node | None  # produces the normalised tensor: `node`, or its getitem 0 user
     x: fx.Node
     name: str
     spelling: str
-    inner: tuple[fx.Node, ...]  # nodes between x and node (the ATen tuple node)
     mean: torch.Tensor | None
     var: torch.Tensor | None
     weight: torch.Tensor | None
@@ -395,17 +393,16 @@ def norm(node: fx.Node) -> Norm | str:
             type(mod))
         mean = None if mod.running_mean is None else mod.running_mean.detach()
         var = None if mod.running_var is None else mod.running_var.detach()
-        return Norm(node, node.args[0], name, f"nn.{type(mod).__name__}", (), mean, var,  # type: ignore[arg-type]
+        return Norm(node, node, node.args[0], name, f"nn.{type(mod).__name__}", mean, var,  # type: ignore[arg-type]
                     None if mod.weight is None else mod.weight.detach(),
                     None if mod.bias is None else mod.bias.detach(), float(mod.eps),
                     bool(mod.training), bool(mod.training) or mean is None or var is None,
                     ranks)
-    tup = _bn_tuple(node)
-    inner: tuple[fx.Node, ...] = ()
-    if tup is not None:
-        a = _bind(tup)
-        inner = (tup,)
-        t = tup.target
+    out: fx.Node | None = node
+    t = node.target
+    if t in _BN_TUPLE_OPS:
+        a = _bind(node)
+        out = _bn_output(node)
         spelling = "aten." + t._schema.name.split("::")[-1]  # type: ignore[union-attr]
         training = t is not aten._native_batch_norm_legit_no_training.default and bool(
             a.get("training", True))
@@ -433,7 +430,7 @@ def norm(node: fx.Node) -> Norm | str:
             return v
         vals[key] = v
     mean, var = vals["running_mean"], vals["running_var"]
-    return Norm(node, x, name, spelling, inner, mean, var, vals["weight"], vals["bias"],
+    return Norm(node, out, x, name, spelling, mean, var, vals["weight"], vals["bias"],
                 float(a.get("eps", 1e-5)), training, training or mean is None or var is None,
                 None)
 
@@ -638,18 +635,24 @@ def unique_name(gm: fx.GraphModule, base: str) -> str:
 
 
 def install(gm: fx.GraphModule, anchor: fx.Node, x: fx.Node, base: str, module: nn.Module,
-            replaced: Iterable[fx.Node]) -> fx.Node:
+            replaced: Iterable[fx.Node], out: fx.Node | None = None) -> fx.Node:
     """Add `module` to `gm` as a submodule named after `base`, call it on `x` right before
     `anchor`, and remove the nodes in `replaced` (which must lead to `anchor` only), plus
-    the submodules and parameters only they used. `anchor` is left for the caller to
-    replace (run_passes does that with the returned node)."""
+    the submodules and parameters only they used. `out` (default `anchor`) is the node
+    whose value the new call computes: when it is not `anchor` (the getitem of a
+    tuple-valued op) its users move to the new node here. `anchor` is left for the caller
+    to replace (run_passes does that with the returned node)."""
+    out = anchor if out is None else out
     name = unique_name(gm, base)
     gm.add_submodule(name, module)
     with gm.graph.inserting_before(anchor):
         new = gm.graph.call_module(name, (x,))
     for key in (g.VAL, "val", "tensor_meta", "stack_trace", "nn_module_stack"):
-        if key in anchor.meta:
-            new.meta[key] = anchor.meta[key]
+        if key in out.meta:
+            new.meta[key] = out.meta[key]
+    if out is not anchor:
+        out.replace_all_uses_with(new)
+        gm.graph.erase_node(out)
     doomed = [n for n in replaced if n is not anchor]
     for n in doomed:
         for u in list(n.users):
