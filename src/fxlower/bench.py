@@ -1,15 +1,1028 @@
-"""`make bench`: placeholder until the benchmark suite (issue 7) lands.
+"""`make bench`: the benchmark suite (issue 7). Not a timed test: it measures and reports.
 
-Speed goals live in benchmarks, not in timed tests; until the suite exists this prints
-what it will measure and exits 0 without claiming any number."""
+    python -m fxlower.bench [--quick] [--only NAME ...] [--out build/bench.md]
+
+For every workload, in one run: build the original model and its example inputs,
+`fxlower.lower` it (wall time), export both to ONNX (fxlower.api.onnx_export, the dynamo
+exporter), and time both in onnxruntime and in eager torch, interleaved (the order
+alternates every round), after warm-up, on fresh inputs drawn once up front (one draw per
+round, fxlower.verify.draw_like), reporting medians and the ratio lowered / original. Next to
+each ratio with a target: PASS or MISS. Results go to build/bench.md (and build/bench.json),
+with a description of the machine and its own measured fp32 matmul peak.
+
+Method notes (also written into the output):
+- onnxruntime: CPUExecutionProvider, default graph optimisations and default thread count,
+  but intra-op spinning off in every session. Two live sessions with spinning thread pools
+  steal cores from each other when runs are interleaved (measured: BERT-base 525 ms with
+  spinning vs 375 ms without, on 2 cores), which would bias the comparison.
+- mask-matmul throughput, two figures:
+  * implied: the rewrites' multiply-adds per call (report.applied[*].macs of the
+    *_mask_matmul passes, including the non-finite class-code path) times 2, divided by
+    (lowered - original) median time, i.e. as if the whole slowdown were the mask product;
+  * kernel: the run-time mask MatMul nodes of the lowered ONNX (a MatMul operand that comes
+    from an `Equal` through casts/reshapes only), their FLOPs from ONNX shape inference and
+    their kernel time from onnxruntime's profiler (SessionOptions.enable_profiling).
+  Both against the machine's measured matmul peak (median GFLOP/s of a 2048^2 fp32 MatMul).
+  The >= 70 % target applies where the product is compute-bound: its arithmetic intensity
+  (FLOPs / bytes of operands and result) above the machine balance (peak / measured copy
+  bandwidth).
+- peak memory: each ONNX file is loaded and run (3 runs) in a fresh subprocess that imports
+  only numpy and onnxruntime; reported is the peak RSS (VmHWM, reset through
+  /proc/self/clear_refs just before the session is created) minus the RSS at that moment:
+  the session's own memory (weights as loaded and prepacked, arena, activations). Where
+  clear_refs is not writable, the ru_maxrss delta. Torch's eager memory is not
+  measured: in-process high-water marks cannot separate the two models; the mask sizes the
+  rewrites materialise are in the report (mask_elems).
+- lowering time: `fxlower.lower` wall time (capture + passes + verification) against
+  `torch.export.export(strict=False)` alone on the same model, in the same process, after
+  one untimed export (so the export figure is the warm one, the stricter comparison).
+"""
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import io
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
-def main() -> int:
-    print("fxlower bench: not implemented yet (issue 7). `make demo` reports onnxruntime "
-          "latency of each zoo model, original vs lowered, in build/report.md.")
-    return 0
+import numpy as np
+import torch
+import torch.nn as nn
+from torch.utils import _pytree as pytree
+
+MASK_PASSES = ("index_to_mask_matmul", "gather_to_mask_matmul")
+MERGE_PREFIXES = ("merge_", "fold_")
+GATHER_FAMILY = ("Gather", "GatherElements", "GatherND")
+MERGE_TARGET = 1.0  # "never slower because of a merge"
+MASK_PEAK_TARGET = 0.70  # mask-matmuls at >= 70 % of the measured matmul peak
+
+
+# --------------------------------------------------------------------------- workloads
+
+
+class MaeMasking(nn.Module):
+    """MAE random masking, the gather alone: argsort of the noise, keep the first `keep`."""
+
+    def __init__(self, keep: int) -> None:
+        super().__init__()
+        self.keep = keep
+
+    def forward(self, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        ids_keep = torch.argsort(noise, dim=1)[:, : self.keep]
+        return torch.gather(x, 1, ids_keep.unsqueeze(-1).repeat(1, 1, x.shape[-1]))
+
+
+class TopKGather(nn.Module):
+    """gather(src, dim, topk(x, k, dim).indices); src is x itself unless a second input."""
+
+    def __init__(self, k: int, dim: int = 2) -> None:
+        super().__init__()
+        self.k, self.dim = k, dim
+
+    def forward(self, x: torch.Tensor, *src: torch.Tensor) -> torch.Tensor:
+        idx = torch.topk(x, self.k, dim=self.dim).indices
+        return torch.gather(src[0] if src else x, self.dim, idx)
+
+
+def _seeded(fn: Callable[[], tuple[nn.Module, tuple[Any, ...]]]) -> tuple[nn.Module, tuple[Any, ...]]:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return fn()
+
+
+def build_mae(quick: bool) -> tuple[nn.Module, tuple[Any, ...]]:
+    b, n, d, keep = (4, 16, 32, 4) if quick else (64, 196, 768, 49)
+    return _seeded(lambda: (MaeMasking(keep).eval(), (torch.randn(b, n, d), torch.rand(b, n))))
+
+
+def build_topk(quick: bool, other_source: bool = False) -> tuple[nn.Module, tuple[Any, ...]]:
+    shape, k = ((1, 2, 8, 4, 4), 2) if quick else ((1, 8, 64, 32, 32), 8)
+
+    def make() -> tuple[nn.Module, tuple[Any, ...]]:
+        x = torch.randn(shape)
+        return TopKGather(k).eval(), ((x, torch.randn(shape)) if other_source else (x,))
+
+    return _seeded(make)
+
+
+def build_embedding(quick: bool) -> tuple[nn.Module, tuple[Any, ...]]:
+    vocab, dim, tokens = (1000, 64, 16) if quick else (30522, 768, 128)
+
+    def make() -> tuple[nn.Module, tuple[Any, ...]]:
+        emb = nn.Embedding(vocab, dim).eval()
+        ids = torch.randint(0, vocab, (1, tokens))
+        ids[0, 0], ids[0, 1] = 0, vocab - 1  # fresh draws then span the whole table
+        return emb, (ids,)
+
+    return _seeded(make)
+
+
+def build_so_chain(quick: bool) -> tuple[nn.Module, tuple[Any, ...]]:
+    """Stack Overflow 58357815: conv(1->100, 3x3, pad 2) then conv(100->2, 5x5, pad 4), no bias."""
+    side = 28 if quick else 224
+
+    def make() -> tuple[nn.Module, tuple[Any, ...]]:
+        m = nn.Sequential(nn.Conv2d(1, 100, 3, padding=2, bias=False),
+                          nn.Conv2d(100, 2, 5, padding=4, bias=False)).eval()
+        return m, (torch.randn(1, 1, side, side),)
+
+    return _seeded(make)
+
+
+def build_conv_bn_conv(quick: bool) -> tuple[nn.Module, tuple[Any, ...]]:
+    """conv3x3 -> BatchNorm (eval, non-trivial statistics) -> conv1x1."""
+    c, side = (8, 16) if quick else (64, 56)
+
+    def make() -> tuple[nn.Module, tuple[Any, ...]]:
+        bn = nn.BatchNorm2d(c)
+        with torch.no_grad():
+            bn.running_mean.normal_()
+            bn.running_var.uniform_(0.5, 2.0)
+            bn.weight.normal_()
+            bn.bias.normal_()
+        m = nn.Sequential(nn.Conv2d(c, c, 3, padding=1), bn, nn.Conv2d(c, c, 1)).eval()
+        return m, (torch.randn(1, c, side, side),)
+
+    return _seeded(make)
+
+
+def _models() -> Any:
+    root = Path(__file__).resolve().parents[2]  # the repository (editable install)
+    for p in (str(Path.cwd()), str(root)):
+        if p not in sys.path:
+            sys.path.insert(0, p)
+    import models  # the repository's zoo
+
+    return models
+
+
+def build_zoo(name: str, quick: bool) -> tuple[nn.Module, tuple[Any, ...]]:
+    models = _models()
+    if name in models.FULL:
+        return models.load(name, "small" if quick else "full")
+    return models.load(name, "small")
+
+
+@dataclass
+class Workload:
+    name: str
+    kind: str
+    build: Callable[[bool], tuple[nn.Module, tuple[Any, ...]]]
+    target: float | None = None  # ORT ratio lowered / original must be <= target
+    target_note: str = ""
+    lower_kwargs: dict[str, Any] = field(default_factory=dict)
+    time_export: bool = False  # also time torch.export.export against fxlower.lower
+
+
+# Zoo entries the quick run includes: a mask gather and BN folding (embeddings are in the
+# quick BERT); the full run takes every SMALL entry.
+QUICK_ZOO = ("mae", "vgg")
+
+
+def workloads(quick: bool) -> list[Workload]:
+    ws = [
+        Workload("mae_masking", "(a) MAE masking gather", build_mae, 2.0, "MAE masking"),
+        Workload("mae_masking[assume_finite]", "(a) MAE masking gather, assume_finite=True",
+                 build_mae, 2.0, "MAE masking", {"assume_finite": True}),
+        Workload("topk_gather_5d", "(b) top-k gather, 5-D, gather at topk's own indices",
+                 build_topk, 1.1, "top-k 5-D pattern"),
+        Workload("topk_gather_5d[other_source]", "(b) top-k indices gathering a second tensor",
+                 lambda q: build_topk(q, other_source=True), 1.1, "top-k 5-D pattern"),
+        Workload("topk_gather_5d[other_source,assume_finite]",
+                 "(b) top-k indices gathering a second tensor, assume_finite=True",
+                 lambda q: build_topk(q, other_source=True), 1.1, "top-k 5-D pattern",
+                 {"assume_finite": True}),
+        Workload("embedding", "(c) nn.Embedding 30522x768, 128 tokens", build_embedding),
+        Workload("so_conv_chain", "(d) SO 58357815 conv chain", build_so_chain, 0.1,
+                 "SO conv chain"),
+        Workload("conv_bn_conv1x1", "(d) conv3x3 -> BN -> conv1x1", build_conv_bn_conv, 0.7,
+                 "conv-BN-1x1"),
+        Workload("hf_bert_base", "(e) BERT-base, seq 128", lambda q: build_zoo("hf_bert_base", q),
+                 1.35, "BERT-base", time_export=True),
+        Workload("hf_vit_b16", "(e) ViT-B/16, 224", lambda q: build_zoo("hf_vit_b16", q),
+                 1.05, "ViT-B/16"),
+    ]
+    models = _models()
+    zoo = [n for n in models.SMALL if not quick or n in QUICK_ZOO]
+    for n in zoo:
+        ws.append(Workload(f"zoo/{n}", "(f) small zoo", lambda q, n=n: build_zoo(n, q)))
+    return ws
+
+
+# --------------------------------------------------------------------------- machine
+
+
+def machine_info() -> dict[str, Any]:
+    import onnx
+    import onnxruntime
+
+    info: dict[str, Any] = {"cpu": platform.processor() or platform.machine(),
+                            "logical_cores": os.cpu_count()}
+    cores: set[tuple[str, str]] = set()
+    phys = core = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, val = line.partition(":")
+                key, val = key.strip(), val.strip()
+                if key == "model name":
+                    info["cpu"] = val
+                elif key == "physical id":
+                    phys = val
+                elif key == "core id":
+                    core = val
+                    cores.add((phys, core))
+                elif key == "flags":
+                    info["virtualised"] = "hypervisor" in val.split()
+    except OSError:
+        pass
+    info["physical_cores"] = len(cores) or None
+    try:
+        with open("/proc/meminfo") as f:
+            kb = int(f.readline().split()[1])
+        info["memory_gb"] = round(kb / 2**20, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    versions = {"python": platform.python_version(), "torch": torch.__version__,
+                "onnxruntime": onnxruntime.__version__, "onnx": onnx.__version__,
+                "numpy": np.__version__}
+    for mod in ("onnxscript", "transformers"):
+        try:
+            versions[mod] = __import__(mod).__version__
+        except Exception:  # noqa: BLE001 - optional
+            pass
+    import fxlower
+
+    versions["fxlower"] = getattr(fxlower, "__version__", "?")
+    info["versions"] = versions
+    info["torch_threads"] = torch.get_num_threads()
+    info["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+    info["os"] = f"{platform.system()} {platform.release()}"
+    return info
+
+
+def _matmul_model(n: int) -> bytes:
+    from onnx import TensorProto, helper
+
+    vi = [helper.make_tensor_value_info(k, TensorProto.FLOAT, [n, n]) for k in "abc"]
+    g = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "mm", vi[:2], vi[2:])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+def measure_peaks(quick: bool) -> dict[str, Any]:
+    """fp32 square-matmul GFLOP/s in onnxruntime and torch, and copy bandwidth."""
+    n, runs = (1024, 5) if quick else (2048, 20)
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    flops = 2.0 * n**3
+    out: dict[str, Any] = {"n": n, "runs": runs}
+    sess = ort_session(_matmul_model(n))
+    ts = _repeat(lambda: sess.run(None, {"a": a, "b": b}), runs, warmup=3)
+    out["ort_gflops"] = flops / statistics.median(ts) / 1e9
+    out["ort_gflops_best"] = flops / min(ts) / 1e9
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    ts = _repeat(lambda: torch.mm(ta, tb), runs, warmup=3)
+    out["torch_gflops"] = flops / statistics.median(ts) / 1e9
+    out["torch_gflops_best"] = flops / min(ts) / 1e9
+    # stream-style copy of 256 MB (64 MB quick): bytes read + written per second
+    src = np.ones((16 if quick else 64) * 2**20, dtype=np.float32)
+    dst = np.empty_like(src)
+    ts = _repeat(lambda: np.copyto(dst, src), 3 if quick else 7, warmup=1)
+    out["copy_gb_s"] = 2 * src.nbytes / statistics.median(ts) / 1e9
+    out["balance_flop_per_byte"] = out["ort_gflops"] / out["copy_gb_s"]
+    return out
+
+
+def _repeat(fn: Callable[[], Any], runs: int, warmup: int) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    ts = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return ts
+
+
+class LoadMeter:
+    """CPU time other processes used while this one measured: (machine busy time from
+    /proc/stat minus this process's own CPU time, children included) / (wall x cores).
+    Timings taken while others compete for the cores are noisy; the figure says how much."""
+
+    def __init__(self) -> None:
+        self.start = self._sample()
+
+    @staticmethod
+    def _sample() -> tuple[float, float, float] | None:
+        try:
+            with open("/proc/stat") as f:
+                fields = [int(x) for x in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        busy = (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+        t = os.times()
+        return time.perf_counter(), busy, t.user + t.system + t.children_user + t.children_system
+
+    def other(self) -> float | None:
+        end = self._sample()
+        if self.start is None or end is None:
+            return None
+        wall = end[0] - self.start[0]
+        others = (end[1] - self.start[1]) - (end[2] - self.start[2])
+        return max(0.0, others / (wall * (os.cpu_count() or 1))) if wall > 0 else None
+
+
+# --------------------------------------------------------------------------- onnxruntime
+
+
+def _session_options(profile_prefix: str | None = None) -> Any:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    so.log_severity_level = 3
+    if profile_prefix:
+        so.enable_profiling = True
+        so.profile_file_prefix = profile_prefix
+    return so
+
+
+def ort_session(model: str | bytes, profile_prefix: str | None = None) -> Any:
+    import onnxruntime as ort
+
+    return ort.InferenceSession(model, _session_options(profile_prefix),
+                                providers=["CPUExecutionProvider"])
+
+
+def ort_feed(sess: Any, inputs: tuple[Any, ...]) -> dict[str, np.ndarray]:
+    """Positional tensors -> the session's inputs. The exporter keeps only inputs the graph
+    uses; those keep the forward's order, so a dropped input is matched by shape."""
+    tensors = [t for t in pytree.tree_leaves(inputs) if isinstance(t, torch.Tensor)]
+    arrays = [(t.float() if t.dtype == torch.bfloat16 else t).numpy() for t in tensors]
+    ins = sess.get_inputs()
+    if len(ins) == len(arrays):
+        return {i.name: a for i, a in zip(ins, arrays, strict=True)}
+    feed: dict[str, np.ndarray] = {}
+    j = 0
+    for inp in ins:
+        while j < len(arrays) and not _shape_fits(inp.shape, arrays[j].shape):
+            j += 1
+        if j == len(arrays):
+            raise ValueError(f"no input tensor fits ONNX input {inp.name} {inp.shape}")
+        feed[inp.name] = arrays[j]
+        j += 1
+    return feed
+
+
+def _shape_fits(onnx_shape: list[Any], shape: tuple[int, ...]) -> bool:
+    return len(onnx_shape) == len(shape) and all(
+        not isinstance(d, int) or d == s for d, s in zip(onnx_shape, shape, strict=True))
+
+
+_PASS_THROUGH = {"Cast", "Unsqueeze", "Reshape", "Squeeze", "Expand", "Transpose", "Identity"}
+
+
+def mask_matmuls(path: Path) -> list[dict[str, Any]]:
+    """The run-time mask MatMul nodes of an ONNX file (an operand produced by `Equal`
+    through shape-only ops and casts), with FLOPs and operand/result bytes from shape
+    inference (fp32 assumed for bytes)."""
+    import onnx
+
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
+    g = model.graph
+    shapes: dict[str, list[int] | None] = {}
+    for vi in list(g.input) + list(g.value_info) + list(g.output):
+        dims = vi.type.tensor_type.shape.dim
+        shapes[vi.name] = [d.dim_value if d.HasField("dim_value") else -1 for d in dims]
+    for init in g.initializer:
+        shapes[init.name] = list(init.dims)
+    prod = {o: n for n in g.node for o in n.output}
+
+    def from_equal(name: str, depth: int = 0) -> bool:
+        n = prod.get(name)
+        if n is None or depth > 8:
+            return False
+        if n.op_type == "Equal":
+            return True
+        return n.op_type in _PASS_THROUGH and bool(n.input) and from_equal(n.input[0], depth + 1)
+
+    out = []
+    for n in g.node:
+        if n.op_type != "MatMul" or not any(from_equal(i) for i in n.input[:2]):
+            continue
+        a, b = shapes.get(n.input[0]), shapes.get(n.input[1])
+        row: dict[str, Any] = {"name": n.name, "a": a, "b": b, "flops": None, "bytes": None}
+        if a and b and len(a) >= 2 and len(b) >= 2 and min(a + b) > 0:
+            ba, bb = a[:-2], b[:-2]
+            rank = max(len(ba), len(bb))
+            ba, bb = [1] * (rank - len(ba)) + ba, [1] * (rank - len(bb)) + bb
+            batch = math.prod(max(x, y) for x, y in zip(ba, bb, strict=True))
+            m, k, nn_ = a[-2], a[-1], b[-1]
+            row["flops"] = 2 * batch * m * k * nn_
+            row["bytes"] = 4 * (math.prod(a) + math.prod(b) + batch * m * nn_)
+            row["shape"] = f"{batch}x[{m}x{k}]@[{k}x{nn_}]"
+        out.append(row)
+    return out
+
+
+def ort_profile(path: Path, feeds: list[dict[str, np.ndarray]], prefix: str) -> dict[str, Any]:
+    """Per-node and per-op-type kernel time (ms per run) from onnxruntime's profiler; the
+    first run is a warm-up and left out."""
+    sess = ort_session(str(path), profile_prefix=prefix)
+    for f in feeds:
+        sess.run(None, f)
+    prof = Path(sess.end_profiling())
+    events = json.loads(prof.read_text())
+    prof.unlink(missing_ok=True)
+    runs = sorted(e["ts"] for e in events if e.get("name") == "model_run")
+    start = runs[1] if len(runs) > 1 else 0
+    n_runs = max(1, len(runs) - 1)
+    per_node: dict[str, float] = {}
+    per_op: dict[str, float] = {}
+    total_run = sum(e["dur"] for e in events if e.get("name") == "model_run" and e["ts"] >= start)
+    for e in events:
+        if e.get("cat") != "Node" or not e["name"].endswith("_kernel_time") or e["ts"] < start:
+            continue
+        node = e["name"][: -len("_kernel_time")]
+        op = e.get("args", {}).get("op_name", "?")
+        per_node[node] = per_node.get(node, 0.0) + e["dur"] / 1e3 / n_runs
+        per_op[op] = per_op.get(op, 0.0) + e["dur"] / 1e3 / n_runs
+    return {"per_node_ms": per_node, "per_op_ms": per_op, "run_ms": total_run / 1e3 / n_runs}
+
+
+_RSS_CHILD = r"""
+import json, resource, sys
+import numpy as np
+import onnxruntime as ort
+
+
+def status(key):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])  # kB
+    return None
+
+
+d = np.load(sys.argv[2])
+feed = {k: d[k] for k in d.files}
+try:  # reset the high-water mark (VmHWM) to the current RSS (Linux >= 4.0)
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    method = "VmHWM after clear_refs minus VmRSS before"
+    base = status("VmRSS")
+except OSError:
+    method = "ru_maxrss delta"
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+so = ort.SessionOptions()
+so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+so.log_severity_level = 3
+s = ort.InferenceSession(sys.argv[1], so, providers=["CPUExecutionProvider"])
+for _ in range(3):
+    s.run(None, feed)
+if method.startswith("VmHWM"):
+    peak = status("VmHWM")
+else:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"base_kb": base, "peak_kb": peak, "method": method}))
+"""
+
+
+def ort_peak_mb(files: dict[str, tuple[Path, dict[str, np.ndarray]]], tmp: Path
+                ) -> dict[str, float | None]:
+    """Peak RSS increase (MB) of a fresh process per file that creates the session and runs
+    it. The processes run side by side (memory, not time, is measured)."""
+    procs = {}
+    for key, (path, feed) in files.items():
+        npz = tmp / f"{path.stem}.{key}.feed.npz"
+        np.savez(npz, **feed)
+        procs[key] = (npz, subprocess.Popen(
+            [sys.executable, "-c", _RSS_CHILD, str(path), str(npz)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    out: dict[str, float | None] = {}
+    for key, (npz, proc) in procs.items():
+        try:
+            stdout, _ = proc.communicate(timeout=600)
+            d = json.loads(stdout.strip().splitlines()[-1]) if proc.returncode == 0 else None
+        except (subprocess.SubprocessError, ValueError, IndexError):
+            proc.kill()
+            d = None
+        npz.unlink(missing_ok=True)
+        out[key] = None if d is None else (d["peak_kb"] - d["base_kb"]) / 1024  # kB -> MB
+    return out
+
+
+# --------------------------------------------------------------------------- timing
+
+
+def interleave(run_a: Callable[[Any], Any], run_b: Callable[[Any], Any], feeds_a: list[Any],
+               feeds_b: list[Any], warmup: int, lo: int, hi: int, budget_s: float
+               ) -> tuple[list[float], list[float]]:
+    """Warm up both, choose the number of rounds from the warm-up time (lo..hi, about
+    budget_s in all), then time them interleaved, the order alternating every round; each
+    round uses its own inputs (feeds_*[warmup + r])."""
+    ta = tb = 0.0
+    for i in range(warmup):
+        t0 = time.perf_counter()
+        run_a(feeds_a[i])
+        ta = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        run_b(feeds_b[i])
+        tb = time.perf_counter() - t0
+    rounds = int(max(lo, min(hi, budget_s / max(ta + tb, 1e-6))))
+    rounds = min(rounds, len(feeds_a) - warmup)
+    out_a: list[float] = []
+    out_b: list[float] = []
+    for r in range(rounds):
+        fa, fb = feeds_a[warmup + r], feeds_b[warmup + r]
+        for which in ((0, 1) if r % 2 == 0 else (1, 0)):
+            t0 = time.perf_counter()
+            if which == 0:
+                run_a(fa)
+                out_a.append(time.perf_counter() - t0)
+            else:
+                run_b(fb)
+                out_b.append(time.perf_counter() - t0)
+    return out_a, out_b
+
+
+# --------------------------------------------------------------------------- one workload
+
+
+@dataclass
+class Settings:
+    quick: bool
+    warmup: int
+    lo: int
+    hi: int
+    budget_s: float
+    profile_runs: int
+
+    @classmethod
+    def make(cls, quick: bool) -> Settings:
+        if quick:
+            return cls(True, warmup=2, lo=3, hi=5, budget_s=0.5, profile_runs=3)
+        return cls(False, warmup=3, lo=10, hi=30, budget_s=8.0, profile_runs=6)
+
+
+def _quiet() -> contextlib.ExitStack:
+    stack = contextlib.ExitStack()
+    stack.enter_context(warnings.catch_warnings())
+    warnings.simplefilter("ignore")
+    stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
+    return stack
+
+
+def run_workload(w: Workload, s: Settings, tmp: Path) -> dict[str, Any]:
+    import fxlower
+    from fxlower.api import onnx_export
+    from fxlower.check import check_file
+    from fxlower.verify import draw_like
+
+    row: dict[str, Any] = {"name": w.name, "kind": w.kind, "target": w.target,
+                           "lower_kwargs": w.lower_kwargs}
+    phases: dict[str, float] = {}
+    row["phase_s"] = phases
+    mark = [time.perf_counter()]
+
+    def phase(name: str) -> None:
+        now = time.perf_counter()
+        phases[name] = now - mark[0]
+        mark[0] = now
+
+    model, inputs = w.build(s.quick)
+    phase("build")
+    row["inputs"] = [list(t.shape) for t in pytree.tree_leaves(inputs) if isinstance(t, torch.Tensor)]
+
+    if w.time_export:
+        with _quiet():
+            t0 = time.perf_counter()
+            torch.export.export(model, inputs, strict=False)
+            cold = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            torch.export.export(model, inputs, strict=False)
+            warm = time.perf_counter() - t0
+        row["export_s"] = {"cold": cold, "warm": warm}
+
+    with _quiet():
+        t0 = time.perf_counter()
+        gm = fxlower.lower(model, inputs, **w.lower_kwargs)
+        row["lower_s"] = time.perf_counter() - t0
+    report = fxlower.report_of(gm)
+    row["lower_breakdown_s"] = dict(report.seconds)
+    row["rewrites"] = report.counts()
+    row["applied"] = [f"{a.pass_name}: {a.op}: {a.detail}" for a in report.applied]
+    row["mask_macs"] = sum(a.macs for a in report.applied if a.pass_name in MASK_PASSES)
+    row["mask_elems"] = max((a.mask_elems for a in report.applied), default=0)
+    row["merge_only"] = bool(report.applied) and all(
+        a.pass_name.startswith(MERGE_PREFIXES) for a in report.applied)
+
+    paths = {"original": tmp / f"{_fname(w.name)}.original.onnx",
+             "lowered": tmp / f"{_fname(w.name)}.lowered.onnx"}
+    for key, mod in (("original", model), ("lowered", gm)):
+        t0 = time.perf_counter()
+        with _quiet():
+            onnx_export(mod, inputs, paths[key])
+        row[f"export_{key}_s"] = time.perf_counter() - t0
+        res = check_file(paths[key])
+        row[f"gathers_{key}"] = sum(res.op_counts.get(k, 0) for k in GATHER_FAMILY)
+        row[f"nodes_{key}"] = res.n_nodes
+        row[f"onnx_mb_{key}"] = paths[key].stat().st_size / 2**20
+
+    phase("lower+export")
+    draws = [draw_like(inputs, 1000 + i) for i in range(s.warmup + s.hi)]
+
+    # onnxruntime, interleaved
+    meter = LoadMeter()
+    fo, fl, ta, tb = _time_ort(paths["original"], paths["lowered"], draws, s)
+    row["ort_ms"] = {"original": _ms(ta), "lowered": _ms(tb), "rounds": len(ta)}
+    row["ort_ratio"] = row["ort_ms"]["lowered"]["median"] / row["ort_ms"]["original"]["median"]
+
+    # eager torch, interleaved
+    def eager(m: nn.Module) -> Callable[[Any], Any]:
+        def run(args: tuple[Any, ...]) -> Any:
+            with torch.no_grad():
+                return m(*args)
+        return run
+
+    with _quiet():
+        ta, tb = interleave(eager(model), eager(gm), draws, draws, s.warmup, s.lo, s.hi,
+                            s.budget_s)
+    row["torch_ms"] = {"original": _ms(ta), "lowered": _ms(tb), "rounds": len(ta)}
+    row["torch_ratio"] = row["torch_ms"]["lowered"]["median"] / row["torch_ms"]["original"]["median"]
+    row["other_load"] = meter.other()
+    phase("timing")
+
+    # where the time goes: onnxruntime's profiler on both files
+    pfeeds = [fo[i % len(fo)] for i in range(s.profile_runs + 1)]
+    prof_o = ort_profile(paths["original"], pfeeds, str(tmp / "prof_o"))
+    pfeeds = [fl[i % len(fl)] for i in range(s.profile_runs + 1)]
+    prof_l = ort_profile(paths["lowered"], pfeeds, str(tmp / "prof_l"))
+    row["profile_top_ops"] = {"original": _top(prof_o["per_op_ms"]),
+                              "lowered": _top(prof_l["per_op_ms"])}
+    row["profile_run_ms"] = {"original": prof_o["run_ms"], "lowered": prof_l["run_ms"]}
+    phase("profile")
+
+    # mask-matmul throughput
+    if row["mask_macs"]:
+        flops = 2 * row["mask_macs"]
+        for be in ("ort", "torch"):
+            d = row[f"{be}_ms"]["lowered"]["median"] - row[f"{be}_ms"]["original"]["median"]
+            row[f"{be}_implied_gflops"] = flops / (d / 1e3) / 1e9 if d > 0 else None
+        mms = mask_matmuls(paths["lowered"])
+        kt = 0.0
+        kf = kb = 0
+        for mm in mms:
+            mm["ms"] = sum(v for k, v in prof_l["per_node_ms"].items()
+                           if k == mm["name"] or k.startswith(mm["name"] + "/"))
+            kt += mm["ms"]
+            kf += mm["flops"] or 0
+            kb += mm["bytes"] or 0
+        row["mask_matmul_nodes"] = mms
+        if mms and kt > 0 and kf:
+            row["kernel_gflops"] = kf / (kt / 1e3) / 1e9
+            row["kernel_ms"] = kt
+            row["kernel_flops"] = kf
+            row["intensity"] = kf / kb if kb else None
+
+    # peak memory, fresh subprocess per file
+    row["ort_peak_mb"] = ort_peak_mb({"original": (paths["original"], fo[0]),
+                                      "lowered": (paths["lowered"], fl[0])}, tmp)
+    phase("memory")
+    for p in paths.values():
+        p.unlink(missing_ok=True)
+    return row
+
+
+def combine_peaks(start: dict[str, Any], end: dict[str, Any]) -> dict[str, Any]:
+    """The peak is measured before and after the workloads; the higher figure counts (the
+    stricter one for the >= 70 % target)."""
+    out = {"start": start, "end": end, "n": start["n"], "runs": start["runs"]}
+    for k in ("ort_gflops", "ort_gflops_best", "torch_gflops", "torch_gflops_best", "copy_gb_s"):
+        out[k] = max(start[k], end[k])
+    out["balance_flop_per_byte"] = out["ort_gflops"] / out["copy_gb_s"]
+    return out
+
+
+def apply_peaks(rows: list[dict[str, Any]], peaks: dict[str, Any]) -> None:
+    """Fractions of the matmul peak, and whether each mask product is compute-bound."""
+    for r in rows:
+        for be in ("ort", "torch"):
+            g = r.get(f"{be}_implied_gflops")
+            r[f"{be}_implied_frac"] = g / peaks[f"{be}_gflops"] if g else None
+        if r.get("kernel_gflops"):
+            r["kernel_frac"] = r["kernel_gflops"] / peaks["ort_gflops"]
+            it = r.get("intensity")
+            r["compute_bound"] = None if it is None else it >= peaks["balance_flop_per_byte"]
+
+
+def _time_ort(path_o: Path, path_l: Path, draws: list[Any], s: Settings
+              ) -> tuple[list[dict[str, np.ndarray]], list[dict[str, np.ndarray]], list[float],
+                         list[float]]:
+    """Both sessions live only here: feeds per draw and the interleaved times."""
+    so, sl = ort_session(str(path_o)), ort_session(str(path_l))
+    fo, fl = [ort_feed(so, d) for d in draws], [ort_feed(sl, d) for d in draws]
+    ta, tb = interleave(lambda f: so.run(None, f), lambda f: sl.run(None, f), fo, fl,
+                        s.warmup, s.lo, s.hi, s.budget_s)
+    return fo, fl, ta, tb
+
+
+def _fname(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+
+
+def _ms(ts: list[float]) -> dict[str, float]:
+    q = statistics.quantiles(ts, n=4) if len(ts) >= 2 else [ts[0]] * 3
+    return {"median": statistics.median(ts) * 1e3, "p25": q[0] * 1e3, "p75": q[2] * 1e3,
+            "min": min(ts) * 1e3}
+
+
+def _top(per_op: dict[str, float], n: int = 5) -> list[tuple[str, float]]:
+    return sorted(per_op.items(), key=lambda kv: -kv[1])[:n]
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _verdict(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("PASS" if ok else "MISS")
+
+
+def targets(rows: list[dict[str, Any]], lowering: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Every target with its measured value and PASS/MISS."""
+    out = []
+    for r in rows:
+        if "error" in r:
+            continue
+        if r.get("target") is not None:
+            out.append({"workload": r["name"], "what": "ORT lowered/original",
+                        "target": f"<= {r['target']:g}", "value": f"{r['ort_ratio']:.3f}",
+                        "ok": r["ort_ratio"] <= r["target"]})
+        if r.get("merge_only"):
+            out.append({"workload": r["name"], "what": "ORT lowered/original (merges only)",
+                        "target": f"<= {MERGE_TARGET:g} (never slower)",
+                        "value": f"{r['ort_ratio']:.3f}", "ok": r["ort_ratio"] <= MERGE_TARGET})
+        if r.get("mask_macs"):
+            frac = r.get("kernel_frac")
+            cb = r.get("compute_bound")
+            ok = None if frac is None or not cb else frac >= MASK_PEAK_TARGET
+            value = "no run-time mask MatMul" if frac is None else (
+                f"{100 * frac:.0f}% (kernel), intensity {r['intensity']:.1f} flop/B"
+                + ("" if cb else ", memory-bound: target n/a"))
+            out.append({"workload": r["name"], "what": "mask-matmul kernel vs ORT matmul peak",
+                        "target": f">= {100 * MASK_PEAK_TARGET:.0f}% where compute-bound",
+                        "value": value, "ok": ok})
+    if lowering:
+        out.append({"workload": lowering["workload"], "what": "lower time / torch.export time",
+                    "target": "<= 2", "value": f"{lowering['ratio']:.1f}",
+                    "ok": lowering["ratio"] <= 2.0})
+    return out
+
+
+def _f(x: Any, fmt: str = ".3f") -> str:
+    return "n/a" if x is None else format(x, fmt)
+
+
+def _ms_cell(d: dict[str, float]) -> str:
+    return f"{d['median']:{'.2f' if d['median'] >= 1 else '.3f'}}"
+
+
+def format_markdown(info: dict[str, Any], peaks: dict[str, Any], rows: list[dict[str, Any]],
+                    quick: bool, wall_s: float) -> str:
+    v = info["versions"]
+    lines = ["# fxlower benchmark" + (" (quick smoke run: small sizes, few rounds)" if quick else ""),
+             "",
+             "Generated by `python -m fxlower.bench" + (" --quick" if quick else "") +
+             f"` in {wall_s / 60:.1f} min.", "",
+             "## Machine", "",
+             f"- CPU: {info['cpu']}" + (" (virtual machine)" if info.get("virtualised") else ""),
+             f"- cores: {info.get('physical_cores') or '?'} physical, {info['logical_cores']} logical;"
+             f" memory {info.get('memory_gb', '?')} GB; {info['os']}",
+             f"- torch {v['torch']} ({info['torch_cpu_capability']}, {info['torch_threads']} threads),"
+             f" onnxruntime {v['onnxruntime']} (CPUExecutionProvider, default threads),"
+             f" onnx {v['onnx']}, onnxscript {v.get('onnxscript', '?')},"
+             f" transformers {v.get('transformers', '?')}, numpy {v['numpy']},"
+             f" Python {v['python']}, fxlower {v['fxlower']}",
+             f"- fp32 matmul peak ({peaks['n']}x{peaks['n']}, median of {peaks['runs']} runs, the"
+             f" higher of a measurement before and after the workloads): "
+             f"onnxruntime **{peaks['ort_gflops']:.0f} GFLOP/s** ("
+             f"{peaks['start']['ort_gflops']:.0f} / {peaks['end']['ort_gflops']:.0f}; best single run "
+             f"{peaks['ort_gflops_best']:.0f}), torch **{peaks['torch_gflops']:.0f} GFLOP/s** ("
+             f"{peaks['start']['torch_gflops']:.0f} / {peaks['end']['torch_gflops']:.0f}; best "
+             f"{peaks['torch_gflops_best']:.0f})",
+             f"- copy bandwidth (numpy, one thread): {peaks['copy_gb_s']:.1f} GB/s; machine balance"
+             f" {peaks['balance_flop_per_byte']:.1f} flop/byte (ORT peak / bandwidth)",
+             f"- other processes' CPU use during the run: {_pct(info.get('other_load'))} of the"
+             " machine (per workload in the table; timings taken under load are noisy)", ""]
+
+    lines += ["## Latency: lowered vs original", "",
+              "Median ms per call; ratio = lowered / original, same run, interleaved.", "",
+              "| workload | ORT original ms | ORT lowered ms | ORT ratio | target | | "
+              "torch original ms | torch lowered ms | torch ratio | rounds | lower s | "
+              "ORT peak MB original → lowered | Gather-family ONNX ops | rewrites | other load |",
+              "|" + "---|" * 15]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['name']} | FAILED: {r['error']} |" + " |" * 13)
+            continue
+        tgt = r.get("target")
+        ok = None
+        tcell = ""
+        if tgt is not None:
+            ok, tcell = r["ort_ratio"] <= tgt, f"≤ {tgt:g}"
+        elif r.get("merge_only"):
+            ok, tcell = r["ort_ratio"] <= MERGE_TARGET, f"≤ {MERGE_TARGET:g} (merge)"
+        mem = r["ort_peak_mb"]
+        mcell = f"{_f(mem['original'], '.1f')} → {_f(mem['lowered'], '.1f')}"
+        rw = ", ".join(f"{k} {n}" for k, n in sorted(r["rewrites"].items())) or "none"
+        lines.append(
+            f"| {r['name']} | {_ms_cell(r['ort_ms']['original'])} | "
+            f"{_ms_cell(r['ort_ms']['lowered'])} | {r['ort_ratio']:.3f} | {tcell} | "
+            f"{_verdict(ok) if tcell else ''} | {_ms_cell(r['torch_ms']['original'])} | "
+            f"{_ms_cell(r['torch_ms']['lowered'])} | {r['torch_ratio']:.3f} | "
+            f"{r['ort_ms']['rounds']}/{r['torch_ms']['rounds']} | {r['lower_s']:.1f} | {mcell} | "
+            f"{r['gathers_original']} → {r['gathers_lowered']} | {rw} | {_pct(r.get('other_load'))} |")
+
+    mm_rows = [r for r in rows if "error" not in r and r.get("mask_macs")]
+    if mm_rows:
+        lines += ["", "## Mask-matmul throughput", "",
+                  "MACs: the rewrites' multiply-adds per call (report). Implied: 2·MACs / "
+                  "(lowered − original) median time, as if the whole slowdown were the mask "
+                  "product. Kernel: run-time mask MatMul nodes of the lowered ONNX, FLOPs from "
+                  "shape inference, time from onnxruntime's profiler. % of the machine's "
+                  "matmul peak (same backend). Compute-bound: intensity ≥ machine balance.", "",
+                  "| workload | mask MACs/call | ORT implied GFLOP/s | % ORT peak | "
+                  "torch implied GFLOP/s | % torch peak | mask MatMul nodes (shape) | "
+                  "kernel ms | kernel GFLOP/s | % ORT peak | intensity flop/B | compute-bound | ≥ 70% |",
+                  "|" + "---|" * 13]
+        for r in mm_rows:
+            nodes = r.get("mask_matmul_nodes") or []
+            shapes = "; ".join(n.get("shape", "?") for n in nodes) or "none at run time"
+            frac = r.get("kernel_frac")
+            cb = r.get("compute_bound")
+            lines.append(
+                f"| {r['name']} | {r['mask_macs']:,} | {_f(r.get('ort_implied_gflops'), '.1f')} | "
+                f"{_pct(r.get('ort_implied_frac'))} | {_f(r.get('torch_implied_gflops'), '.1f')} | "
+                f"{_pct(r.get('torch_implied_frac'))} | {shapes} | {_f(r.get('kernel_ms'), '.2f')} | "
+                f"{_f(r.get('kernel_gflops'), '.1f')} | {_pct(frac)} | "
+                f"{_f(r.get('intensity'), '.1f')} | {'yes' if cb else ('no' if cb is not None else 'n/a')} | "
+                f"{_verdict(None if frac is None or not cb else frac >= MASK_PEAK_TARGET)} |")
+
+    lowering = lowering_figures(rows)
+    if lowering:
+        b = lowering["breakdown"]
+        lines += ["", "## Lowering time", "",
+                  f"`fxlower.lower` on {lowering['workload']}: **{lowering['lower_s']:.1f} s** "
+                  f"(capture {b.get('capture', 0):.1f}, passes {b.get('rewrite', 0):.1f}, "
+                  f"verification {b.get('verify', 0):.1f}) against `torch.export.export` alone "
+                  f"{lowering['export_warm_s']:.2f} s (warm; cold {lowering['export_cold_s']:.2f} s):"
+                  f" ratio **{lowering['ratio']:.1f}×** (target ≤ 2×: "
+                  f"{_verdict(lowering['ratio'] <= 2.0)})."]
+
+    tg = targets(rows, lowering)
+    if tg:
+        met = sum(1 for t in tg if t["ok"])
+        missed = sum(1 for t in tg if t["ok"] is False)
+        lines += ["", f"## Targets: {met} met, {missed} missed", "",
+                  "| workload | measure | target | value | |", "|---|---|---|---|---|"]
+        for t in tg:
+            lines.append(f"| {t['workload']} | {t['what']} | {t['target']} | {t['value']} | "
+                         f"{_verdict(t['ok'])} |")
+
+    lines += ["", "## Where the time goes (onnxruntime profiler, lowered file)", "",
+              "Kernel ms per run by op type, top 5 (original's top 3 for comparison).", "",
+              "| workload | lowered: top op types (ms) | original: top op types (ms) |",
+              "|---|---|---|"]
+    for r in rows:
+        if "error" in r:
+            continue
+        top = r["profile_top_ops"]
+        lines.append(f"| {r['name']} | " + ", ".join(f"{k} {_t(x)}" for k, x in top["lowered"])
+                     + " | " + ", ".join(f"{k} {_t(x)}" for k, x in top["original"][:3]) + " |")
+
+    lines += ["", "## Method", "", *_method(quick)]
+    errors = [r for r in rows if "error" in r]
+    if errors:
+        lines += ["", "## Failures", ""] + [f"- {r['name']}: {r['error']}" for r in errors]
+    return "\n".join(lines) + "\n"
+
+
+def _t(x: float) -> str:
+    return f"{x:.2f}" if x >= 0.1 else f"{x:.3f}"
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.0f}%"
+
+
+def _method(quick: bool) -> list[str]:
+    doc = __doc__ or ""
+    body = doc.split("Method notes (also written into the output):", 1)[-1].strip("\n")
+    rounds = ("3-5 rounds after 2 warm-up runs" if quick else
+              "10-30 rounds (about 8 s per backend and workload) after 3 warm-up runs")
+    return [f"- Timing: {rounds}, onnxruntime then eager torch (torch.no_grad), each round on"
+            " its own fresh inputs (fxlower.verify.draw_like, drawn once up front), the order"
+            " of original and lowered alternating every round; medians.",
+            *body.splitlines()]
+
+
+def lowering_figures(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    for r in rows:
+        if "export_s" in r and "error" not in r:
+            return {"workload": r["name"], "lower_s": r["lower_s"],
+                    "breakdown": r["lower_breakdown_s"], "export_cold_s": r["export_s"]["cold"],
+                    "export_warm_s": r["export_s"]["warm"],
+                    "ratio": r["lower_s"] / r["export_s"]["warm"]}
+    return None
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m fxlower.bench", description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes and few rounds (smoke run)")
+    ap.add_argument("--only", nargs="+", metavar="NAME", help="run only these workloads")
+    ap.add_argument("--out", type=Path, default=Path("build/bench.md"))
+    args = ap.parse_args(argv)
+
+    t_start = time.perf_counter()
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    ws = workloads(args.quick)
+    if args.only:
+        known = {w.name for w in ws}
+        unknown = [n for n in args.only if n not in known]
+        if unknown:
+            print(f"fxlower bench: unknown workloads {unknown}; known: {sorted(known)}",
+                  file=sys.stderr)
+            return 2
+        ws = [w for w in ws if w.name in args.only]
+    settings = Settings.make(args.quick)
+    info = machine_info()
+    print(f"fxlower bench{' --quick' if args.quick else ''}: {len(ws)} workloads on "
+          f"{info['cpu']}, {info['logical_cores']} cores", flush=True)
+    meter = LoadMeter()
+    peaks_start = measure_peaks(args.quick)
+    print(f"matmul peak: onnxruntime {peaks_start['ort_gflops']:.0f} GFLOP/s, torch "
+          f"{peaks_start['torch_gflops']:.0f} GFLOP/s; copy {peaks_start['copy_gb_s']:.1f} GB/s",
+          flush=True)
+    rows: list[dict[str, Any]] = []
+    status = 0
+    with tempfile.TemporaryDirectory(prefix="fxlower-bench-") as d:
+        for i, w in enumerate(ws, 1):
+            print(f"[{i}/{len(ws)}] {w.name} ...", end=" ", flush=True)
+            t0 = time.perf_counter()
+            try:
+                row = run_workload(w, settings, Path(d))
+                print(f"ORT {row['ort_ms']['original']['median']:.3f} -> "
+                      f"{row['ort_ms']['lowered']['median']:.3f} ms (x{row['ort_ratio']:.2f}), "
+                      f"torch x{row['torch_ratio']:.2f} ({time.perf_counter() - t0:.0f}s)",
+                      flush=True)
+            except Exception as e:  # noqa: BLE001 - one failing workload must not hide the rest
+                status = 1
+                msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                row = {"name": w.name, "kind": w.kind, "error": f"{type(e).__name__}: {msg[:300]}"}
+                print(f"FAILED: {row['error']}", flush=True)
+                if os.environ.get("FXLOWER_DEBUG"):
+                    traceback.print_exc()
+            rows.append(row)
+    peaks = combine_peaks(peaks_start, measure_peaks(args.quick))
+    apply_peaks(rows, peaks)
+    info["other_load"] = meter.other()
+    try:
+        info["loadavg_end"] = os.getloadavg()
+    except OSError:
+        pass
+    wall = time.perf_counter() - t_start
+    text = format_markdown(info, peaks, rows, args.quick, wall)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+    args.out.with_suffix(".json").write_text(json.dumps(
+        {"machine": info, "peaks": peaks, "quick": args.quick, "wall_s": wall, "rows": rows,
+         "targets": targets(rows, lowering_figures(rows)),
+         "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024},
+        indent=1, default=str))
+    print()
+    print(text)
+    print(f"wrote {args.out} and {args.out.with_suffix('.json')}")
+    return status
 
 
 if __name__ == "__main__":
