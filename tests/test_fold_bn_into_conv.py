@@ -226,7 +226,7 @@ def test_the_users_model_is_not_modified() -> None:
         assert torch.equal(v, before[k])
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(dims=st.integers(0, 3), groups=st.sampled_from([1, 2]), bias=st.booleans(),
        affine=st.booleans(), eps=st.sampled_from([1e-5, 1e-3, 0.1]),
        seed=st.integers(0, 2**16))

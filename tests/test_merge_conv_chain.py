@@ -491,7 +491,7 @@ def test_random_chains_are_merged_and_equal_or_refused_with_a_reason(chain) -> N
     check_random_chain(chain, "symbolic_trace")
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(conv_chains(modes=("zeros",)))  # torch.export writes other modes as a separate pad
 def test_random_chains_on_the_export_path(chain) -> None:
     check_random_chain(chain, "export")
