@@ -314,8 +314,22 @@ def test_invalid_utf8_names_are_reported_not_crashed(tmp_path: Path) -> None:
 # forbid / allow
 
 
-def test_default_forbidden_is_the_gather_family() -> None:
-    assert DEFAULT_FORBIDDEN == {"Gather", "GatherElements", "GatherND"}
+def test_default_forbidden_is_the_gather_and_scatter_families() -> None:
+    assert DEFAULT_FORBIDDEN == {
+        "Gather", "GatherElements", "GatherND", "Scatter", "ScatterElements", "ScatterND"
+    }
+
+
+def test_default_flags_the_scatter_family() -> None:
+    model = clean_model()
+    for i, op in enumerate(["ScatterND", "ScatterElements", "Scatter"]):
+        model.graph.node.add(op_type=op, input=["y", "i", "u"], output=[f"s{i}"], name=f"sc{i}")
+    result = check_model(model)
+    assert [(v.op_type, v.reason) for v in result.violations] == [
+        ("ScatterND", "forbidden"), ("ScatterElements", "forbidden"), ("Scatter", "forbidden")
+    ]
+    assert result.target is None  # the default: no target named in the report
+    assert check_model(model, forbid={"Gather"}).ok  # an explicit list still replaces it
 
 
 def test_custom_forbid_list(tmp_path: Path) -> None:

@@ -14,10 +14,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from onnx import ModelProto
 
 from fxlower.check import CheckResult, check_file, check_model
+
+if TYPE_CHECKING:
+    from fxlower.targets import Target
 
 __all__ = ["assert_no_forbidden_ops"]
 
@@ -27,19 +31,22 @@ def assert_no_forbidden_ops(
     *,
     forbid: Iterable[str] | str | None = None,
     allow: Iterable[str] | str | None = None,
+    target: str | Target | None = None,
 ) -> CheckResult:
     """Check a model (an ``onnx.ModelProto`` or the path of an ONNX file) and return the result.
 
-    ``forbid`` and ``allow`` are as in :func:`fxlower.check.check_model` (default: the gather
-    family is forbidden).  Raises ``AssertionError`` whose message is
+    ``forbid``, ``allow`` and ``target`` are as in :func:`fxlower.check.check_model` (default:
+    the ``generic`` target, which forbids the Gather and Scatter families;
+    ``target="rknn2"`` checks against that profile, int64 tensors included where the target
+    has none).  Raises ``AssertionError`` whose message is
     :meth:`CheckResult.format` when any node is a violation; a file that cannot be read raises
     :class:`fxlower.errors.OnnxCheckError` (an error, not a failed assertion).
     """
     __tracebackhide__ = True  # pytest: report the failure at the caller
     if isinstance(model_or_path, ModelProto):
-        result = check_model(model_or_path, forbid=forbid, allow=allow)
+        result = check_model(model_or_path, forbid=forbid, allow=allow, target=target)
     elif isinstance(model_or_path, (str, os.PathLike)):
-        result = check_file(model_or_path, forbid=forbid, allow=allow)
+        result = check_file(model_or_path, forbid=forbid, allow=allow, target=target)
     else:
         raise TypeError(
             "assert_no_forbidden_ops expects an onnx.ModelProto or a path, "
