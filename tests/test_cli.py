@@ -1,6 +1,6 @@
 """The command line, run as a user runs it: `fxlower check/lower/report`, exit codes and
-messages, factory specs by path and by module, and a non-editable `pip install .` that
-ships the passes."""
+messages, factory specs by path and by module, target profiles (`fxlower targets`,
+`check --target`), and a non-editable `pip install .` that ships the passes and profiles."""
 
 from __future__ import annotations
 
@@ -138,6 +138,81 @@ def test_lowering_failure_exits_1_naming_the_op(tmp_path: Path) -> None:
     assert "boolean mask index" in r.stderr and "Traceback" not in r.stderr
 
 
+def _topk_model(path: Path) -> Path:
+    """A small hand-built ONNX file: TopK, a Gather at its indices, Relu; an int64 input."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    nodes = [
+        helper.make_node("TopK", ["x", "k"], ["v", "i"], name="topk0", axis=1),
+        helper.make_node("Gather", ["x", "i"], ["g"], name="gather0", axis=1),
+        helper.make_node("Relu", ["v"], ["y"], name="relu0"),
+        helper.make_node("Add", ["n", "n"], ["n2"], name="add_n"),
+    ]
+    graph = helper.make_graph(
+        nodes, "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4]),
+         helper.make_tensor_value_info("n", TensorProto.INT64, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 2]),
+         helper.make_tensor_value_info("g", TensorProto.FLOAT, [3, 3, 2]),
+         helper.make_tensor_value_info("n2", TensorProto.INT64, [2])],
+        [helper.make_tensor("k", TensorProto.INT64, [1], [2])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model, full_check=True)
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def test_targets_lists_every_profile() -> None:
+    r = run("targets")
+    assert r.returncode == 0, r.stderr
+    from fxlower.targets import load_profiles
+
+    for name, target in load_profiles().items():
+        assert f"\n{name}: " in "\n" + r.stdout, name
+        assert target.source in r.stdout
+        assert target.date in r.stdout
+    assert "generic: " in r.stdout and "[default]" in r.stdout
+    assert "rockchip-linux/rknn-toolkit2" in r.stdout
+    assert "int64:   no" in r.stdout  # ethos-u55
+    assert "forbids: 6 ops: Gather, GatherElements, GatherND, Scatter, ScatterElements, ScatterND" in r.stdout
+    assert "only these 78 ops" in r.stdout  # rknn2's allow list
+
+
+def test_check_against_a_target(tmp_path: Path) -> None:
+    path = _topk_model(tmp_path / "topk.onnx")
+    r = run("check", str(path))  # generic: the Gather is forbidden
+    assert r.returncode == 1 and "forbidden op Gather (node 'gather0')" in r.stdout
+    r = run("check", str(path), "--target", "rknn2")  # rknn2 has Gather, lacks TopK
+    assert r.returncode == 1
+    assert "forbidden op TopK (node 'topk0') in graph" in r.stdout
+    assert "Gather" not in r.stdout
+    assert "FAILED: 1 violation (TopK x1) in 4 nodes, target rknn2" in r.stdout
+    # explicit flags on top of a profile: --allow lifts, --forbid adds
+    r = run("check", str(path), "--target", "rknn2", "--allow", "TopK")
+    assert r.returncode == 0, r.stdout
+    assert "ok (4 nodes checked, no forbidden ops, target rknn2)" in r.stdout
+    r = run("check", str(path), "--target", "rknn2", "--allow", "TopK", "--forbid", "Relu")
+    assert r.returncode == 1 and "forbidden op Relu" in r.stdout and "TopK" not in r.stdout
+    # a target without int64: the int64 input and the Add's output are reported
+    r = run("check", str(path), "--target", "ethos-u55")
+    assert r.returncode == 1
+    assert "int64 tensor 'n' (graph input) in graph (target has no int64)" in r.stdout
+    assert "int64 tensor 'n2' (graph output)" in r.stdout
+    assert "'k'" not in r.stdout  # TopK's K is int64 shape data
+
+
+def test_check_unknown_target_exits_2_naming_the_known_ones(tmp_path: Path) -> None:
+    path = _topk_model(tmp_path / "topk.onnx")
+    r = run("check", str(path), "--target", "rknn3")
+    assert r.returncode == 2
+    assert "unknown target 'rknn3'" in r.stderr
+    for name in ("generic", "rknn2", "kneron", "ethos-u55", "tidl"):
+        assert name in r.stderr
+    assert "Traceback" not in r.stderr and r.stdout == ""
+
+
 def test_non_editable_install_ships_the_passes_and_console_script(tmp_path: Path) -> None:
     target = tmp_path / "site"
     r = subprocess.run(
@@ -148,14 +223,22 @@ def test_non_editable_install_ships_the_passes_and_console_script(tmp_path: Path
     assert r.returncode == 0, r.stderr
     assert (target / "fxlower" / "passes" / "gather_to_mask_matmul.py").is_file()
     assert (target / "fxlower" / "passes" / "__init__.py").is_file()
+    for name in ("generic", "rknn2", "kneron", "ethos-u55", "tidl"):
+        assert (target / "fxlower" / "profiles" / f"{name}.json").is_file(), name
     env = dict(os.environ, PYTHONPATH=str(target))
     probe = subprocess.run(
         [sys.executable, "-c",
-         "import fxlower, fxlower.passes as p; print(fxlower.__file__); print(len(p.PASSES))"],
+         "import fxlower, fxlower.passes as p; print(fxlower.__file__); print(len(p.PASSES));"
+         "from fxlower.targets import load_profiles, get_target; import fxlower.targets as t;"
+         "print(t.__file__); print(sorted(load_profiles())); print(get_target('rknn2').source)"],
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
     )
     assert probe.returncode == 0, probe.stderr
-    assert str(target) in probe.stdout.splitlines()[0]
+    lines = probe.stdout.splitlines()
+    assert str(target) in lines[0]
+    assert str(target) in lines[2]  # the profiles are read from the installed package
+    assert "'rknn2'" in lines[3] and "'generic'" in lines[3]
+    assert "RKNNToolKit2_OP_Support-1.4.0.md" in lines[4]
     script = target / "bin" / "fxlower"
     assert script.is_file()
     r = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True,

@@ -1,6 +1,7 @@
 """The `fxlower` command line: check, lower, report, demo. It only calls down into the API.
 
-    fxlower check FILE.onnx [FILE ...] [--forbid OP,...] [--allow OP,...]
+    fxlower check FILE.onnx [FILE ...] [--target NAME] [--forbid OP,...] [--allow OP,...]
+    fxlower targets                       the target profiles: source, date, what each forbids
     fxlower lower SPEC -o OUT.onnx        SPEC = path/to/file.py:factory | package.module:factory
     fxlower report SPEC                   what would be rewritten, what not and why
     fxlower demo                          lower the bundled models, print the report table
@@ -62,19 +63,41 @@ def load_spec(spec: str) -> tuple[Any, tuple[Any, ...]]:
 
 def _cmd_check(args: argparse.Namespace) -> int:
     from .check import check_file, parse_op_list
+    from .targets import get_target
 
     try:
         forbid = parse_op_list(args.forbid) if args.forbid else None
         allow = parse_op_list(args.allow) if args.allow else None
     except ValueError as e:
         raise FxlowerError(f"bad op list: {e}") from e
+    target = None
+    if args.target is not None:
+        try:
+            target = get_target(args.target)
+        except FxlowerError as e:  # an unknown name is a usage error (exit 2)
+            raise FxlowerError(str(e)) from e
     status = 0
     for f in args.files:
-        result = check_file(f, forbid=forbid, allow=allow)
+        result = check_file(f, forbid=forbid, allow=allow, target=target)
         print(result.format())
         if not result.ok:
             status = 1
     return status
+
+
+def _cmd_targets(args: argparse.Namespace) -> int:
+    from .targets import DEFAULT_TARGET, load_profiles
+
+    profiles = load_profiles()
+    for i, (name, target) in enumerate(sorted(profiles.items())):
+        if i:
+            print()
+        text = target.describe()
+        if name == DEFAULT_TARGET:
+            first, _, rest = text.partition("\n")
+            text = f"{first}  [default]\n{rest}"
+        print(text)
+    return 0
 
 
 def _lower_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -113,11 +136,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fxlower", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    c = sub.add_parser("check", help="fail when an ONNX file holds a forbidden op")
+    c = sub.add_parser(
+        "check", help="fail when an ONNX file holds a forbidden op",
+        description="Check ONNX files against a target profile (default: generic, which forbids "
+        "the Gather and Scatter families). Without --target, --forbid replaces the default "
+        "list and --allow switches to allow-list mode. With --target, they adjust the profile: "
+        "--forbid adds ops to what it forbids, --allow lifts ops from what it forbids and adds "
+        "them to its allow list (if it has one); an op in both flags is forbidden.",
+    )
     c.add_argument("files", nargs="+", metavar="FILE.onnx")
-    c.add_argument("--forbid", help="comma-separated op types (default: Gather,GatherElements,GatherND)")
-    c.add_argument("--allow", help="comma-separated op types: every other op is a violation")
+    c.add_argument("--target", metavar="NAME",
+                   help="check against a target profile (see `fxlower targets`): its "
+                        "forbidden ops, its allow list, and int64 tensors if it has no int64")
+    c.add_argument("--forbid", help="comma-separated op types (default: the Gather and Scatter "
+                                    "families; with --target: forbidden on top of the profile)")
+    c.add_argument("--allow", help="comma-separated op types: every other op is a violation "
+                                   "(with --target: allowed on top of the profile)")
     c.set_defaults(func=_cmd_check)
+
+    t = sub.add_parser("targets", help="list the target profiles: source, date, what each forbids")
+    t.set_defaults(func=_cmd_targets)
 
     for name, func, helptext in (
         ("lower", _cmd_lower, "lower, export to ONNX, check and compare in onnxruntime"),
