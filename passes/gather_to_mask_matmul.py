@@ -18,7 +18,8 @@ whose temporaries have numel(idx) * N elements: memory grows with N (reported).
 
 Legality (each a skip reason):
 1. static shapes of x and idx are known (pass example_inputs);
-2. a constant index is in range (torch raises otherwise).
+2. a constant index is in range (torch raises otherwise);
+3. the target allows the ops of one exact formulation (`kernels.choose`).
 
 Formulations for an index known when lowering: one shared row set along `dim` becomes
 Slice + Concat (<= 16 runs) or a precomputed one-hot; otherwise the mask is precomputed as a
@@ -135,6 +136,11 @@ class GatherToMaskMatmul(RewritePass):
                 data["pieces"] = pieces
                 return Plan(detail=f"constant index: {len(pieces)} slice(s) along dim {dim}",
                             data=data)
+        fm = kernels.choose(ctx.options.target, codes=not data["known_finite"], wrap=False,
+                            elementwise=rsize <= 1, n=n)
+        if isinstance(fm, str):
+            return Skip(fm)
+        data["fm"] = fm
         if rsize > 1:
             macs = bsize * k * n * rsize
             extra = 0 if data["known_finite"] else macs // 8
@@ -168,7 +174,8 @@ class GatherToMaskMatmul(RewritePass):
             if "core_value" in d:
                 idx = idx.expand(ish) if tuple(idx.shape) != tuple(ish) else idx
             return kernels.gather_elements(
-                b, x, dim, idx, x_shape=xshape, dtype=d["dtype"], known_finite=d["known_finite"]
+                b, x, dim, idx, x_shape=xshape, dtype=d["dtype"], known_finite=d["known_finite"],
+                fm=d["fm"],
             ).node
         bdims, rdims, n, k = d["bdims"], d["rdims"], d["n"], d["k"]
         order = bdims + [dim] + rdims
@@ -190,7 +197,7 @@ class GatherToMaskMatmul(RewritePass):
             core = core.permute(*order) if order != list(range(len(xs))) else core
             core = core.reshape(bsz, k) if bsz > 1 else core.reshape(k)
             y = kernels.take_rows(b, x3, core, pre=bsz, n=n, post=rsz, k=k, batched=bsz > 1,
-                                  dtype=d["dtype"], known_finite=d["known_finite"])
+                                  dtype=d["dtype"], known_finite=d["known_finite"], fm=d["fm"])
         y = y.reshape(out_perm_shape)
         if order != list(range(len(xs))):
             inv = [order.index(i) for i in range(len(xs))]

@@ -15,13 +15,17 @@ transposed one-hot multiplies from the right, so x is never transposed.
 Legality (each a skip reason):
 1. static shapes of x and of every index are known (pass example_inputs);
 2. no index is boolean / uint8 (a mask index has a data-dependent output shape);
-3. a constant index is in range (torch raises otherwise; we refuse rather than guess).
+3. a constant index is in range (torch raises otherwise; we refuse rather than guess);
+4. the target allows the ops of one exact formulation (`kernels.choose`: compare mask,
+   else arithmetic mask; the non-finite code path needs comparisons and Where).
 
 Formulations:
 - index known when lowering (buffer, constant, arange): no run-time mask. Runs of a
   constant step become Slice + Concat when there are at most 16 of them, else the
   one-hot matrix is precomputed as a constant.
-- otherwise: Equal against a constant arange, Cast, MatMul.
+- otherwise: Equal against a constant arange, Cast, MatMul; for targets without
+  comparisons the arithmetic mask relu(1 - |L - n|) (Sub, Abs, Relu; negative indices
+  wrapped with Relu arithmetic), exact while N <= 2**24.
 
 Numerics: exact for every dtype and value (see kernels.py): float sources that may hold
 NaN/inf/-0.0 carry a packed class code (1/8 extra multiply-adds); parameters found finite
@@ -103,8 +107,15 @@ class IndexToMaskMatmul(RewritePass):
             macs = pre * k * n * post
             return Plan(detail=f"constant index: precomputed one-hot matmul, {where}",
                         macs=macs + (0 if data["known_finite"] else macs // 8), data=data)
+        fm = kernels.choose(ctx.options.target, codes=not data["known_finite"], wrap=True,
+                            elementwise=False, n=n)
+        if isinstance(fm, str):
+            return Skip(fm)
+        data["fm"] = fm
+        data["index_dtypes"] = [s.dtype for s in specs]  # type: ignore[union-attr]
         macs = pre * k * n * post
         code = "" if data["known_finite"] else " + non-finite code path"
+        code += "" if fm.mask == "compare" else " (arithmetic mask)"
         return Plan(detail=f"one-hot matmul{code}, {where}",
                     macs=macs + (0 if data["known_finite"] else macs // 8),
                     mask_elems=k * n, data=data)
@@ -134,18 +145,22 @@ class IndexToMaskMatmul(RewritePass):
         if "lin" in d:
             lin = d["lin"]
         else:
-            indices = node.args[1]
+            indices, fm = node.args[1], d["fm"]
             lin = None
             stride = d["n"]
             for p, size in zip(d["pos"], d["sizes"], strict=True):
                 i = b.proxy(indices[p])  # type: ignore[index]
                 stride //= size
-                term = torch.where(i < 0, i + size, i)
+                term = kernels.wrap_negative(i, size, fm)
                 term = term * stride if stride != 1 else term
                 lin = term if lin is None else lin + term
-            lin = lin.reshape(-1).to(torch.int64)  # type: ignore[union-attr]
+            lin = lin.reshape(-1)  # type: ignore[union-attr]
+            if fm.mask == "compare" and fm.index_dtype == torch.int64 and any(
+                dt != torch.int64 for dt in d["index_dtypes"]
+            ):
+                lin = lin.to(torch.int64)
         y = kernels.take_rows(
             b, x3, lin, pre=d["pre"], n=d["n"], post=d["post"], k=d["k"], batched=False,
-            dtype=d["dtype"], known_finite=d["known_finite"],
+            dtype=d["dtype"], known_finite=d["known_finite"], fm=d.get("fm", kernels.DEFAULT),
         )
         return y.reshape(d["out_shape"]).node

@@ -6,10 +6,11 @@ from __future__ import annotations
 from .api import export, lower, report_of
 from .errors import FxlowerError, LoweringError, OnnxCheckError, VerificationError
 from .report import Applied, Report, Skipped
+from .targets import Target, get_target
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "lower", "export", "report_of", "Report", "Applied", "Skipped",
+    "lower", "export", "report_of", "Report", "Applied", "Skipped", "Target", "get_target",
     "FxlowerError", "LoweringError", "VerificationError", "OnnxCheckError",
 ]

@@ -15,7 +15,6 @@ from torch.utils import _pytree as pytree
 
 from . import census, graph
 from .capture import capture
-from .check import DEFAULT_FORBIDDEN
 from .errors import LoweringError, VerificationError
 from .normalise import normalise
 from .report import Report
@@ -67,9 +66,9 @@ def _lower_once(
     passes: Sequence[RewritePass],
     enabled: Callable[[str], bool],
     tracer: str = "auto",
-    forbidden: frozenset[str] = DEFAULT_FORBIDDEN,
 ) -> tuple[fx.GraphModule, Report]:
     report = Report()
+    forbidden = census.forbidden_by(options.target)
     t0 = time.perf_counter()
     cap = capture(model, inputs, tracer)
     gm = cap.gm
@@ -106,6 +105,7 @@ def lower(
     assume_finite: bool = False,
     merge: str = "auto",
     tracer: str = "auto",
+    target: Any = None,
     passes: Sequence[RewritePass] | None = None,
     enabled: Callable[[str], bool] | None = None,
 ) -> fx.GraphModule:
@@ -127,6 +127,9 @@ def lower(
         merge: "auto" | "always" | "never" for merging chains of linear layers.
         tracer: "auto" (symbolic_trace, falling back to torch.export), "symbolic_trace" or
             "export".
+        target: a profile name ("generic" default, "rknn2", "kneron", "ethos-u55", "tidl"; see
+            `fxlower targets`) or a `fxlower.Target`: ops the target lacks are lowered with a
+            formulation whose ops it has; ops it runs natively are kept.
         passes: the passes to run (default: fxlower.passes.PASSES).
         enabled: predicate over rewrite ids ("<pass>:<node>") to switch single rewrites off.
 
@@ -140,7 +143,10 @@ def lower(
         raise ValueError("merge must be 'auto', 'always' or 'never'")
     inputs = _as_inputs(example_inputs)
     _check_model(model, inputs)
-    options = Options(assume_finite=assume_finite, merge=merge)
+    from .targets import get_target
+
+    tgt = get_target(target)
+    options = Options(assume_finite=assume_finite, merge=merge, target=tgt)
     plist = list(_passes() if passes is None else passes)
     on = enabled or (lambda rid: True)
     gm, report = _lower_once(model, inputs, options, plist, on, tracer)

@@ -157,3 +157,16 @@ def remaining(gm: fx.GraphModule, forbidden: frozenset[str]) -> list[str]:
         if ops:
             out.append(f"{_name(n)} '{n.name}' (exports to {', '.join(sorted(ops))})")
     return out
+
+
+FAMILY_OPS: frozenset[str] = frozenset().union(
+    *_ATEN.values(), *_TORCH.values(), *_METHODS.values(), *_MODULES.values(),
+    _REPEAT_INTERLEAVE_TENSOR, {"ScatterND"},
+)
+
+
+def forbidden_by(target: object) -> frozenset[str]:
+    """The census ops a target lacks (None: the gather family, the first issue's default)."""
+    if target is None:
+        return frozenset({_G, _GE, _GND})
+    return frozenset(op for op in FAMILY_OPS if not target.allows(op))  # type: ignore[attr-defined]

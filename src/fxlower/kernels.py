@@ -24,6 +24,7 @@ Exactness (the traps in design.md):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -32,6 +33,67 @@ Tensor = Any  # a torch.Tensor or an fx Proxy standing for one
 
 FINITE, NAN, POSINF, NEGINF, NEGZERO = 0, 1, 2, 3, 4
 _PACK = 8  # codes per float32 word: 8 codes x 3 bits = 24 bits, exact in float32
+
+
+@dataclass(frozen=True)
+class Formulation:
+    """How a mask is built, chosen per target (`choose`).
+
+    mask: "compare" (Equal against a constant arange, then Cast) or "arith" (the float
+    mask relu(1 - |i - n|) with |d| = relu(d) + relu(-d): Cast, Sub, Add, Relu only, for
+    chips without comparisons or Abs; exact
+    while the compared integers are exact in float32, i.e. n <= 2**24).
+    index_dtype: int64, or int32 for targets without int64 (index arithmetic and the
+    arange constant are kept in int32).
+    """
+
+    mask: str = "compare"
+    index_dtype: torch.dtype = torch.int64
+
+
+DEFAULT = Formulation()
+ARITH_LIMIT = 2**24  # integers below this are exact in float32
+
+# ONNX ops each building block emits (checked against a target's allow-list)
+OPS: dict[str, frozenset[str]] = {
+    "compare": frozenset({"Equal", "Cast"}),
+    "arith": frozenset({"Cast", "Sub", "Relu", "Add"}),
+    "wrap:compare": frozenset({"Less", "Add", "Where"}),
+    "wrap:arith": frozenset({"Add"}),  # a second, shifted arith mask added to the first
+    "matmul": frozenset({"MatMul", "Reshape"}),
+    "masked_sum:compare": frozenset({"Where", "ReduceSum", "Transpose", "Unsqueeze"}),
+    "masked_sum:arith": frozenset({"Mul", "ReduceSum", "Transpose", "Unsqueeze"}),
+    "codes": frozenset({"Sub", "Equal", "Not", "Where", "And", "Reciprocal", "Less", "Mul",
+                        "ReduceSum", "Floor", "Concat", "Slice", "MatMul", "Reshape"}),
+}
+
+
+def choose(target: Any, *, codes: bool, wrap: bool, elementwise: bool, n: int) -> Formulation | str:
+    """The first formulation whose ops `target` allows (compare, then arith), or the reason
+    none does. `target` is None (anything goes) or has `allows(op)`, `int64`, `name`."""
+    if target is None:
+        return DEFAULT
+    idx_dtype = torch.int64 if getattr(target, "int64", True) else torch.int32
+    missing: dict[str, set[str]] = {}
+    for mode in ("compare", "arith"):
+        if mode == "arith" and codes:
+            missing[mode] = {"(NaN/inf cannot be detected without comparisons)"}
+            continue
+        if mode == "arith" and n > ARITH_LIMIT:
+            missing[mode] = {f"(n = {n} > 2**24 is not exact in float32)"}
+            continue
+        need = set(OPS[mode]) | OPS["masked_sum:" + mode if elementwise else "matmul"]
+        if wrap:
+            need |= OPS["wrap:" + mode]
+        if codes:
+            need |= OPS["codes"]
+        lack = {op for op in need if not target.allows(op)}
+        if not lack:
+            return Formulation(mode, idx_dtype)
+        missing[mode] = lack
+    parts = "; ".join(f"{m} mask needs {', '.join(sorted(v))}" for m, v in missing.items())
+    hint = " (pass assume_finite=True if float sources hold no NaN/inf/-0.0)" if codes else ""
+    return f"target '{target.name}' allows no exact formulation: {parts}{hint}"
 
 
 def work_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -123,19 +185,36 @@ def _unpack(b: Any, p: Tensor, shape: tuple[int, ...], n: int, axis: int) -> Ten
     return codes[..., :n] if groups * _PACK != n else codes
 
 
-def _onehot(b: Any, idx: Tensor, n: int, dtype: torch.dtype, transpose: bool) -> Tensor:
-    """One-hot matrix of `idx` (shape [..., K]) over n positions, as [..., K, n] or, with
-    `transpose`, [..., n, K]. Computed now and stored as a constant when idx is known."""
+def _onehot(b: Any, idx: Tensor, n: int, dtype: torch.dtype, transpose: bool,
+            fm: Formulation = DEFAULT) -> Tensor:
+    """One-hot matrix of `idx` (shape [..., K], values in [0, n)) over n positions, as
+    [..., K, n] or, with `transpose`, [..., n, K], built the way `fm` says. Computed now and
+    stored as a constant when idx is known."""
     if _is_real(idx):
         ar = torch.arange(n, dtype=idx.dtype)
         m = (ar.unsqueeze(-1) == idx.unsqueeze(-2)) if transpose else (idx.unsqueeze(-1) == ar)
         return b.const(m.to(dtype), f"onehot_{n}")
-    ar = b.const(torch.arange(n, dtype=torch.int64), f"arange_{n}")
-    if transpose:
-        m = ar.unsqueeze(-1) == idx.unsqueeze(-2)
-    else:
-        m = idx.unsqueeze(-1) == ar
+    if fm.mask == "arith":  # relu(1 - |i - n|): 1 where i == n, else 0, for integer i, n
+        f = idx.to(torch.float32)
+        f = f.unsqueeze(-2) if transpose else f.unsqueeze(-1)
+        shape = (n, 1) if transpose else (n,)
+        ar = b.const(torch.arange(n, dtype=torch.float32).reshape(shape), f"farange_{n}")
+        m = torch.relu(1.0 - (torch.relu(f - ar) + torch.relu(ar - f)))  # |d| = relu(d) + relu(-d)
+        return m if dtype == torch.float32 else m.to(dtype)
+    ar = b.const(torch.arange(n, dtype=fm.index_dtype), f"arange_{n}")
+    i = idx if fm.index_dtype == torch.int64 else idx.to(fm.index_dtype)
+    m = (ar.unsqueeze(-1) == i.unsqueeze(-2)) if transpose else (i.unsqueeze(-1) == ar)
     return m.to(dtype)
+
+
+def wrap_negative(i: Tensor, size: int, fm: Formulation = DEFAULT) -> Tensor:
+    """i + size where i < 0 (PyTorch's negative indices). In arith mode, in float32 with
+    Add/Sub/Mul/Relu only: relu(1 - relu(i + 1)) is 1 exactly for integers i <= -1."""
+    if fm.mask == "arith":
+        f = i.to(torch.float32)
+        return f + float(size) * torch.relu(1.0 - torch.relu(f + 1.0))
+    i = i if fm.index_dtype == torch.int64 else i.to(fm.index_dtype)
+    return torch.where(i < 0, i + size, i)
 
 
 def take_rows(
@@ -150,6 +229,7 @@ def take_rows(
     batched: bool,
     dtype: torch.dtype,
     known_finite: bool,
+    fm: Formulation = DEFAULT,
 ) -> Tensor:
     """Select along the middle axis of x viewed as [pre, n, post].
 
@@ -167,20 +247,20 @@ def take_rows(
         c = classes(x)
         xw = finite_part(xw)
     if post > 1:
-        y = _onehot(b, idx, n, wdt, transpose=False) @ xw.reshape(pre, n, post)
+        y = _onehot(b, idx, n, wdt, False, fm) @ xw.reshape(pre, n, post)
         if codes:
             g = -(-post // _PACK)
             cw = _pack(b, c.reshape(pre, n, post), (pre, n, post), axis=2)
-            sel = _onehot(b, idx, n, torch.float32, transpose=False) @ cw  # [pre, k, g]
+            sel = _onehot(b, idx, n, torch.float32, False, fm) @ cw  # [pre, k, g]
             y = restore(y, _unpack(b, sel, (pre, k, g), post, axis=2), wdt)
         return _to(y, dtype, wdt)
-    mt = _onehot(b, idx, n, wdt, transpose=True)  # [n, k] or [pre, n, k]
+    mt = _onehot(b, idx, n, wdt, True, fm)  # [n, k] or [pre, n, k]
     if batched:
         y = (xw.reshape(pre, 1, n) @ mt).reshape(pre, k)
     else:
         y = xw.reshape(pre, n) @ mt
     if codes:
-        mtf = _onehot(b, idx, n, torch.float32, transpose=True)
+        mtf = _onehot(b, idx, n, torch.float32, True, fm)
         if batched:
             y = restore(y, (c.reshape(pre, 1, n) @ mtf).reshape(pre, k), wdt)
         else:
@@ -192,12 +272,13 @@ def take_rows(
 
 def gather_elements(
     b: Any, x: Tensor, dim: int, idx: Tensor, *, x_shape: tuple[int, ...], dtype: torch.dtype,
-    known_finite: bool,
+    known_finite: bool, fm: Formulation = DEFAULT,
 ) -> Tensor:
     """torch.gather(x, dim, idx) where idx has x's shape except along `dim` (x already sliced
-    to idx's extent elsewhere) and may vary along every dim. Where-select then ReduceSum
-    over the n candidates: the select puts exact zeros where the mask is off, so the sum
-    is exact. Mask and select temporaries have numel(idx) * n elements."""
+    to idx's extent elsewhere) and may vary along every dim. Select then ReduceSum over the
+    n candidates: Where puts exact zeros where the mask is off (arith mode multiplies by the
+    0/1 float mask instead, exact for finite sources), so the sum is exact. Mask and select
+    temporaries have numel(idx) * n elements."""
     n = x_shape[dim]
     wdt = work_dtype(dtype)
     xw = _to(x, wdt, dtype)
@@ -205,14 +286,20 @@ def gather_elements(
     if codes:
         c = classes(x)
         xw = finite_part(xw)
-    if _is_real(idx):
-        mask = b.const(idx.unsqueeze(-1) == torch.arange(n, dtype=idx.dtype), f"gmask_{n}")
+    src = xw.movedim(dim, -1).unsqueeze(dim)
+    if fm.mask == "arith" and not _is_real(idx):
+        m = _onehot(b, idx, n, wdt, False, fm)  # [..., k, ..., n] float/int 0-1
+        y = (m * src).sum(-1)
     else:
-        mask = idx.unsqueeze(-1) == b.const(torch.arange(n, dtype=torch.int64), f"arange_{n}")
-    y = torch.where(mask, xw.movedim(dim, -1).unsqueeze(dim), 0).sum(-1)
-    if codes:
-        sel = torch.where(mask, c.movedim(dim, -1).unsqueeze(dim), 0.0).sum(-1)
-        y = restore(y, sel, wdt)
+        if _is_real(idx):
+            mask = b.const(idx.unsqueeze(-1) == torch.arange(n, dtype=idx.dtype), f"gmask_{n}")
+        else:
+            i = idx if fm.index_dtype == torch.int64 else idx.to(fm.index_dtype)
+            mask = i.unsqueeze(-1) == b.const(torch.arange(n, dtype=fm.index_dtype), f"arange_{n}")
+        y = torch.where(mask, src, 0).sum(-1)
+        if codes:
+            sel = torch.where(mask, c.movedim(dim, -1).unsqueeze(dim), 0.0).sum(-1)
+            y = restore(y, sel, wdt)
     return y.to(dtype)
 
 

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 import torch
 import torch.fx as fx
 
+from . import census
 from . import graph as g
 from .report import Applied, Report, Skipped
 
@@ -28,6 +29,7 @@ class Options:
 
     assume_finite: bool = False  # the user promises float sources hold no NaN/inf/-0.0
     merge: str = "auto"  # "auto" | "always" | "never" (linear-chain merges)
+    target: Any = None  # a fxlower.targets.Target, or None for the generic target
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,18 @@ class RewritePass:
         raise NotImplementedError
 
 
+def _native(node: fx.Node, ctx: Context) -> str:
+    """A skip reason when the target runs every ONNX op this node exports to: rewrite only
+    what the target lacks."""
+    target = ctx.options.target
+    if target is None:
+        return ""
+    ops = census.exports_to(node, ctx.gm)
+    if ops and all(target.allows(o) for o in ops):
+        return f"target '{target.name}' runs {', '.join(sorted(ops))} natively"
+    return ""
+
+
 def run_passes(
     gm: fx.GraphModule,
     passes: Sequence[RewritePass],
@@ -110,10 +124,14 @@ def run_passes(
     for p in passes:
         changed = False
         for node in list(gm.graph.nodes):
-            if node.graph is not gm.graph or not p.match(node, ctx):
+            if getattr(node, "_erased", False) or not p.match(node, ctx):
+                continue
+            op = ctx.origin(node)
+            native = _native(node, ctx)
+            if native:
+                report.skipped.append(Skipped(p.name, node.name, op, native))
                 continue
             result = p.check(node, ctx)
-            op = ctx.origin(node)
             if isinstance(result, Skip):
                 report.skipped.append(Skipped(p.name, node.name, op, result.reason))
                 continue
