@@ -20,9 +20,9 @@ from fxlower.check import check_file
 
 # The ops a lowered gather-family model may contain (README: "Ops that rewrites introduce").
 INTRODUCED = {
-    "Equal", "Less", "Not", "And", "Where", "Cast", "MatMul", "ReduceSum", "Add", "Sub", "Mul",
-    "Div", "Reciprocal", "Floor", "Reshape", "Transpose", "Slice", "Concat", "Unsqueeze",
-    "Squeeze", "Expand", "Identity", "Constant",
+    "Equal", "Less", "Where", "Cast", "MatMul", "ReduceSum", "Add", "Sub", "Mul", "Div",
+    "Floor", "Reshape", "Transpose", "Slice", "Concat", "Unsqueeze", "Squeeze", "Expand",
+    "Identity", "Constant",
 }
 FORBIDDEN_INTRODUCED = {"OneHot", "Range", "ScatterND", "ScatterElements", "Scatter", "NonZero",
                         "Gather", "GatherElements", "GatherND", "Shape"}

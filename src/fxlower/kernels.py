@@ -49,6 +49,7 @@ class Formulation:
 
     mask: str = "compare"
     index_dtype: torch.dtype = torch.int64
+    pack: bool = True  # pack the class codes 8 per word (needs Floor, ReduceSum, Concat)
 
 
 DEFAULT = Formulation()
@@ -63,8 +64,8 @@ OPS: dict[str, frozenset[str]] = {
     "matmul": frozenset({"MatMul", "Reshape"}),
     "masked_sum:compare": frozenset({"Where", "ReduceSum", "Transpose", "Unsqueeze"}),
     "masked_sum:arith": frozenset({"Mul", "ReduceSum", "Transpose", "Unsqueeze"}),
-    "codes": frozenset({"Sub", "Equal", "Not", "Where", "And", "Reciprocal", "Less", "Mul",
-                        "ReduceSum", "Floor", "Concat", "Slice", "MatMul", "Reshape"}),
+    "codes": frozenset({"Sub", "Equal", "Where", "Div", "Less", "Mul", "MatMul", "Reshape"}),
+    "pack": frozenset({"ReduceSum", "Floor", "Concat", "Slice"}),
 }
 
 
@@ -89,7 +90,8 @@ def choose(target: Any, *, codes: bool, wrap: bool, elementwise: bool, n: int) -
             need |= OPS["codes"]
         lack = {op for op in need if not target.allows(op)}
         if not lack:
-            return Formulation(mode, idx_dtype)
+            pack = not codes or all(target.allows(op) for op in OPS["pack"])
+            return Formulation(mode, idx_dtype, pack)
         missing[mode] = lack
     parts = "; ".join(f"{m} mask needs {', '.join(sorted(v))}" for m, v in missing.items())
     hint = " (pass assume_finite=True if float sources hold no NaN/inf/-0.0)" if codes else ""
@@ -117,14 +119,16 @@ def _to(x: Tensor, dtype: torch.dtype, src: torch.dtype) -> Tensor:
     return x if dtype == src else x.to(dtype)
 
 
-def classes(x: Tensor) -> Tensor:
+def classes(b: Any, x: Tensor) -> Tensor:
     """Class code of every element as float32: 0 finite (not -0.0), 1 NaN, 2 +inf, 3 -inf,
-    4 -0.0. Built from comparisons only (x != x for NaN; 1/x < 0 tells -0.0 from +0.0)."""
+    4 -0.0. Comparisons and Where only (x == x is false for NaN; 1/x < 0 tells -0.0 from
+    +0.0), no Not/And, so targets with few logical ops can run it."""
     inf = float("inf")
-    c = torch.where(x != x, float(NAN), 0.0)
+    c = torch.where(x == x, 0.0, float(NAN))
     c = torch.where(x == inf, float(POSINF), c)
     c = torch.where(x == -inf, float(NEGINF), c)
-    return torch.where((x == 0) & ((1.0 / x) < 0), float(NEGZERO), c)
+    one = b.const(torch.ones((), dtype=torch.float32), "one")
+    return torch.where(x == 0, torch.where((one / x) < 0, float(NEGZERO), c), c)
 
 
 def finite_part(x: Tensor) -> Tensor:
@@ -244,15 +248,18 @@ def take_rows(
     xw = _to(x, wdt, dtype)
     codes = needs_codes(dtype, known_finite)
     if codes:
-        c = classes(x)
+        c = classes(b, x)
         xw = finite_part(xw)
     if post > 1:
         y = _onehot(b, idx, n, wdt, False, fm) @ xw.reshape(pre, n, post)
         if codes:
+            mf = _onehot(b, idx, n, torch.float32, False, fm)
+            if not fm.pack:
+                y = restore(y, mf @ c.reshape(pre, n, post), wdt)
+                return _to(y, dtype, wdt)
             g = -(-post // _PACK)
             cw = _pack(b, c.reshape(pre, n, post), (pre, n, post), axis=2)
-            sel = _onehot(b, idx, n, torch.float32, False, fm) @ cw  # [pre, k, g]
-            y = restore(y, _unpack(b, sel, (pre, k, g), post, axis=2), wdt)
+            y = restore(y, _unpack(b, mf @ cw, (pre, k, g), post, axis=2), wdt)
         return _to(y, dtype, wdt)
     mt = _onehot(b, idx, n, wdt, True, fm)  # [n, k] or [pre, n, k]
     if batched:
@@ -263,6 +270,8 @@ def take_rows(
         mtf = _onehot(b, idx, n, torch.float32, True, fm)
         if batched:
             y = restore(y, (c.reshape(pre, 1, n) @ mtf).reshape(pre, k), wdt)
+        elif not fm.pack:
+            y = restore(y, c.reshape(pre, n) @ mtf, wdt)
         else:
             g = -(-pre // _PACK)
             cw = _pack(b, c.reshape(pre, n), (pre, n), axis=0)  # [g, n]
@@ -284,7 +293,7 @@ def gather_elements(
     xw = _to(x, wdt, dtype)
     codes = needs_codes(dtype, known_finite)
     if codes:
-        c = classes(x)
+        c = classes(b, x)
         xw = finite_part(xw)
     src = xw.movedim(dim, -1).unsqueeze(dim)
     if fm.mask == "arith" and not _is_real(idx):
