@@ -81,7 +81,7 @@ def _lower_once(
 
     t0 = time.perf_counter()
     reannotate()
-    if normalise(gm, report):
+    if normalise(gm, report, options.target):
         reannotate()
     report.ops_before = census.census(gm, forbidden)
     ctx = Context(gm=gm, options=options, has_shapes=inputs is not None)
@@ -258,21 +258,23 @@ def export(
     *,
     forbid: Any = None,
     allow: Any = None,
+    target: Any = None,
     **lower_kwargs: Any,
 ) -> Report:
-    """Lower, export to ONNX (dynamo exporter), prove no forbidden op remains, and compare
-    onnxruntime's outputs with the original model's on fresh inputs. Returns the report."""
+    """Lower for `target`, export to ONNX (dynamo exporter), prove that no op the target
+    lacks remains (`forbid`/`allow` adjust the check as in `fxlower check`), and compare
+    onnxruntime's outputs with the original model's. Returns the report."""
     from .check import check_file
 
     inputs = _as_inputs(example_inputs)
     if inputs is None:
         raise LoweringError("fxlower.export needs example_inputs")
-    lowered = lower(model, inputs, **lower_kwargs)
+    lowered = lower(model, inputs, target=target, **lower_kwargs)
     report = report_of(lowered)
     t0 = time.perf_counter()
     onnx_export(lowered, inputs, path)
     report.seconds["export"] = time.perf_counter() - t0
-    result = check_file(path, forbid=forbid, allow=allow)
+    result = check_file(path, forbid=forbid, allow=allow, target=target)
     report.onnx = {"path": str(path), "nodes": result.n_nodes,
                    "forbidden": len(result.violations), "op_counts": result.op_counts}
     if not result.ok:

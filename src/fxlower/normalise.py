@@ -216,8 +216,12 @@ def _normalise_getitem(node: fx.Node, e: _Emitter) -> str | None:
     return None
 
 
-def normalise(gm: fx.GraphModule, report: Report) -> bool:
-    """Rewrite every recognised spelling into its canonical call. Returns True if changed."""
+def normalise(gm: fx.GraphModule, report: Report, target: Any = None) -> bool:
+    """Rewrite every recognised spelling into its canonical call. Returns True if changed.
+    A node whose ONNX ops the target runs natively keeps its own spelling (an embedding
+    exports to Gather, its canonical `aten.index` to GatherND)."""
+    from .census import exports_to
+
     changed = False
     for node in list(gm.graph.nodes):
         kind = kind_of(node, gm)
@@ -225,6 +229,12 @@ def normalise(gm: fx.GraphModule, report: Report) -> bool:
             continue
         origin = _origin(node, kind)
         node.meta["fxl_origin"] = origin
+        ops = exports_to(node, gm)
+        if target is not None and ops and all(target.allows(o) for o in ops):
+            report.skipped.append(Skipped(
+                "normalise", node.name, origin,
+                f"target '{target.name}' runs {', '.join(sorted(ops))} natively"))
+            continue
         e = _Emitter(gm, node, origin)
         reason = _normalise_one(node, kind, gm, e)
         if reason is not None:
