@@ -41,6 +41,7 @@ Method notes (also written into the output):
 from __future__ import annotations
 
 import argparse
+import bisect
 import contextlib
 import io
 import json
@@ -442,29 +443,47 @@ def mask_matmuls(path: Path) -> list[dict[str, Any]]:
     return out
 
 
-def ort_profile(path: Path, feeds: list[dict[str, np.ndarray]], prefix: str) -> dict[str, Any]:
-    """Per-node and per-op-type kernel time (ms per run) from onnxruntime's profiler; the
-    first run is a warm-up and left out."""
-    sess = ort_session(str(path), profile_prefix=prefix)
-    for f in feeds:
-        sess.run(None, f)
-    prof = Path(sess.end_profiling())
-    events = json.loads(prof.read_text())
-    prof.unlink(missing_ok=True)
-    runs = sorted(e["ts"] for e in events if e.get("name") == "model_run")
-    start = runs[1] if len(runs) > 1 else 0
-    n_runs = max(1, len(runs) - 1)
-    per_node: dict[str, float] = {}
-    per_op: dict[str, float] = {}
-    total_run = sum(e["dur"] for e in events if e.get("name") == "model_run" and e["ts"] >= start)
+def ort_profiles(paths: list[Path], feeds: list[list[dict[str, np.ndarray]]], prefix: str
+                 ) -> list[dict[str, Any]]:
+    """Per-node and per-op-type kernel time (ms per run) from onnxruntime's profiler, for
+    several files profiled side by side: their runs alternate, so background load hits them
+    alike. The first run of each is a warm-up and left out; each node's figure is its
+    median over the other runs."""
+    sessions = [ort_session(str(p), profile_prefix=f"{prefix}{i}_") for i, p in enumerate(paths)]
+    for r in range(max(len(f) for f in feeds)):
+        for i, sess in enumerate(sessions if r % 2 == 0 else sessions[::-1]):
+            j = i if r % 2 == 0 else len(sessions) - 1 - i
+            sess.run(None, feeds[j][r % len(feeds[j])])
+    out = []
+    for sess in sessions:
+        prof = Path(sess.end_profiling())
+        events = json.loads(prof.read_text())
+        prof.unlink(missing_ok=True)
+        out.append(_profile_figures(events))
+    return out
+
+
+def _profile_figures(events: list[dict[str, Any]]) -> dict[str, Any]:
+    runs = sorted((e["ts"], e["dur"]) for e in events if e.get("name") == "model_run")
+    starts = [t for t, _ in runs]
+    measured = range(1, len(runs)) if len(runs) > 1 else range(len(runs))
+    per_run: dict[str, list[float]] = {}
+    op_of: dict[str, str] = {}
     for e in events:
-        if e.get("cat") != "Node" or not e["name"].endswith("_kernel_time") or e["ts"] < start:
+        if e.get("cat") != "Node" or not e["name"].endswith("_kernel_time"):
+            continue
+        k = bisect.bisect_right(starts, e["ts"]) - 1
+        if k not in measured:
             continue
         node = e["name"][: -len("_kernel_time")]
-        op = e.get("args", {}).get("op_name", "?")
-        per_node[node] = per_node.get(node, 0.0) + e["dur"] / 1e3 / n_runs
-        per_op[op] = per_op.get(op, 0.0) + e["dur"] / 1e3 / n_runs
-    return {"per_node_ms": per_node, "per_op_ms": per_op, "run_ms": total_run / 1e3 / n_runs}
+        op_of[node] = e.get("args", {}).get("op_name", "?")
+        per_run.setdefault(node, [0.0] * len(runs))[k] += e["dur"] / 1e3
+    per_node = {n: statistics.median(v[k] for k in measured) for n, v in per_run.items()}
+    per_op: dict[str, float] = {}
+    for n, ms in per_node.items():
+        per_op[op_of[n]] = per_op.get(op_of[n], 0.0) + ms
+    run_ms = statistics.median(runs[k][1] / 1e3 for k in measured) if runs else 0.0
+    return {"per_node_ms": per_node, "per_op_ms": per_op, "run_ms": run_ms}
 
 
 _RSS_CHILD = r"""
@@ -654,6 +673,7 @@ def run_workload(w: Workload, s: Settings, tmp: Path) -> dict[str, Any]:
     fo, fl, ta, tb = _time_ort(paths["original"], paths["lowered"], draws, s)
     row["ort_ms"] = {"original": _ms(ta), "lowered": _ms(tb), "rounds": len(ta)}
     row["ort_ratio"] = row["ort_ms"]["lowered"]["median"] / row["ort_ms"]["original"]["median"]
+    row["ort_paired"] = _paired(ta, tb)
 
     # eager torch, interleaved
     def eager(m: nn.Module) -> Callable[[Any], Any]:
@@ -667,14 +687,14 @@ def run_workload(w: Workload, s: Settings, tmp: Path) -> dict[str, Any]:
                             s.budget_s)
     row["torch_ms"] = {"original": _ms(ta), "lowered": _ms(tb), "rounds": len(ta)}
     row["torch_ratio"] = row["torch_ms"]["lowered"]["median"] / row["torch_ms"]["original"]["median"]
+    row["torch_paired"] = _paired(ta, tb)
     row["other_load"] = meter.other()
     phase("timing")
 
     # where the time goes: onnxruntime's profiler on both files
-    pfeeds = [fo[i % len(fo)] for i in range(s.profile_runs + 1)]
-    prof_o = ort_profile(paths["original"], pfeeds, str(tmp / "prof_o"))
-    pfeeds = [fl[i % len(fl)] for i in range(s.profile_runs + 1)]
-    prof_l = ort_profile(paths["lowered"], pfeeds, str(tmp / "prof_l"))
+    n = s.profile_runs + 1
+    prof_o, prof_l = ort_profiles([paths["original"], paths["lowered"]], [fo[:n], fl[:n]],
+                                  str(tmp / "prof"))
     row["profile_top_ops"] = {"original": _top(prof_o["per_op_ms"]),
                               "lowered": _top(prof_l["per_op_ms"])}
     row["profile_run_ms"] = {"original": prof_o["run_ms"], "lowered": prof_l["run_ms"]}
@@ -752,6 +772,14 @@ def _ms(ts: list[float]) -> dict[str, float]:
     q = statistics.quantiles(ts, n=4) if len(ts) >= 2 else [ts[0]] * 3
     return {"median": statistics.median(ts) * 1e3, "p25": q[0] * 1e3, "p75": q[2] * 1e3,
             "min": min(ts) * 1e3}
+
+
+def _paired(ta: list[float], tb: list[float]) -> dict[str, float]:
+    """Per-round ratios lowered / original (the two runs of a round are adjacent in time):
+    their median and quartiles, a noise gauge for the ratio of medians."""
+    rs = [b / a for a, b in zip(ta, tb, strict=True)]
+    q = statistics.quantiles(rs, n=4) if len(rs) >= 2 else [rs[0]] * 3
+    return {"median": statistics.median(rs), "p25": q[0], "p75": q[2]}
 
 
 def _top(per_op: dict[str, float], n: int = 5) -> list[tuple[str, float]]:
@@ -833,7 +861,9 @@ def format_markdown(info: dict[str, Any], peaks: dict[str, Any], rows: list[dict
              " machine (per workload in the table; timings taken under load are noisy)", ""]
 
     lines += ["## Latency: lowered vs original", "",
-              "Median ms per call; ratio = lowered / original, same run, interleaved.", "",
+              "Median ms per call; ratio = lowered / original of the medians, same run, "
+              "interleaved; in brackets the quartiles of the per-round ratios (a noise gauge).",
+              "",
               "| workload | ORT original ms | ORT lowered ms | ORT ratio | target | | "
               "torch original ms | torch lowered ms | torch ratio | rounds | lower s | "
               "ORT peak MB original → lowered | Gather-family ONNX ops | rewrites | other load |",
@@ -854,9 +884,9 @@ def format_markdown(info: dict[str, Any], peaks: dict[str, Any], rows: list[dict
         rw = ", ".join(f"{k} {n}" for k, n in sorted(r["rewrites"].items())) or "none"
         lines.append(
             f"| {r['name']} | {_ms_cell(r['ort_ms']['original'])} | "
-            f"{_ms_cell(r['ort_ms']['lowered'])} | {r['ort_ratio']:.3f} | {tcell} | "
+            f"{_ms_cell(r['ort_ms']['lowered'])} | {r['ort_ratio']:.3f} {_iqr(r['ort_paired'])} | {tcell} | "
             f"{_verdict(ok) if tcell else ''} | {_ms_cell(r['torch_ms']['original'])} | "
-            f"{_ms_cell(r['torch_ms']['lowered'])} | {r['torch_ratio']:.3f} | "
+            f"{_ms_cell(r['torch_ms']['lowered'])} | {r['torch_ratio']:.3f} {_iqr(r['torch_paired'])} | "
             f"{r['ort_ms']['rounds']}/{r['torch_ms']['rounds']} | {r['lower_s']:.1f} | {mcell} | "
             f"{r['gathers_original']} → {r['gathers_lowered']} | {rw} | {_pct(r.get('other_load'))} |")
 
@@ -907,14 +937,19 @@ def format_markdown(info: dict[str, Any], peaks: dict[str, Any], rows: list[dict
                          f"{_verdict(t['ok'])} |")
 
     lines += ["", "## Where the time goes (onnxruntime profiler, lowered file)", "",
-              "Kernel ms per run by op type, top 5 (original's top 3 for comparison).", "",
-              "| workload | lowered: top op types (ms) | original: top op types (ms) |",
-              "|---|---|---|"]
+              "Both files profiled side by side (runs alternating); kernel ms per run (median "
+              "over runs) by op type, top 5 (the original's top 3 for comparison).", "",
+              "| workload | ONNX nodes original → lowered | run ms original → lowered (profiled) | "
+              "lowered: top op types (ms) | original: top op types (ms) |",
+              "|---|---|---|---|---|"]
     for r in rows:
         if "error" in r:
             continue
         top = r["profile_top_ops"]
-        lines.append(f"| {r['name']} | " + ", ".join(f"{k} {_t(x)}" for k, x in top["lowered"])
+        pr = r["profile_run_ms"]
+        lines.append(f"| {r['name']} | {r['nodes_original']} → {r['nodes_lowered']} | "
+                     f"{_t(pr['original'])} → {_t(pr['lowered'])} | "
+                     + ", ".join(f"{k} {_t(x)}" for k, x in top["lowered"])
                      + " | " + ", ".join(f"{k} {_t(x)}" for k, x in top["original"][:3]) + " |")
 
     lines += ["", "## Method", "", *_method(quick)]
@@ -922,6 +957,10 @@ def format_markdown(info: dict[str, Any], peaks: dict[str, Any], rows: list[dict
     if errors:
         lines += ["", "## Failures", ""] + [f"- {r['name']}: {r['error']}" for r in errors]
     return "\n".join(lines) + "\n"
+
+
+def _iqr(p: dict[str, float]) -> str:
+    return f"[{p['p25']:.2f}–{p['p75']:.2f}]"
 
 
 def _t(x: float) -> str:
