@@ -6,14 +6,18 @@ from fxlower.rewrite import RewritePass
 
 from .fold_bn_into_conv import FoldBnIntoConv
 from .gather_to_mask_matmul import GatherToMaskMatmul
+from .index_put_to_mask_matmul import IndexPutToMaskMatmul
 from .index_to_mask_matmul import IndexToMaskMatmul
+from .masked_scatter_to_mask_matmul import MaskedScatterToMaskMatmul
 from .merge_conv_chain import MergeConvChain
 from .merge_linear_chain import MergeLinearChain
+from .scatter_to_mask_matmul import ScatterToMaskMatmul
 from .select_to_slice import SelectToSlice
+from .slice_scatter_to_concat import SliceScatterToConcat
 from .topk_gather_to_values import TopkGatherToValues
 
 # Run order: merges of linear layers, then the gather family: exact slices and value
-# reuse first, mask products last.
+# reuse first, mask products last; then the scatter family, slices first.
 PASSES: list[RewritePass] = [
     FoldBnIntoConv(),
     MergeConvChain(),
@@ -22,6 +26,10 @@ PASSES: list[RewritePass] = [
     TopkGatherToValues(),
     IndexToMaskMatmul(),
     GatherToMaskMatmul(),
+    SliceScatterToConcat(),
+    ScatterToMaskMatmul(),
+    IndexPutToMaskMatmul(),
+    MaskedScatterToMaskMatmul(),
 ]
 
 __all__ = ["PASSES"]

@@ -1,0 +1,111 @@
+"""masked_scatter_to_mask_matmul: `masked_scatter` becomes a prefix count and a one-hot
+selection.
+
+Covers `Tensor.masked_scatter`, `Tensor.masked_scatter_`, `torch.masked_scatter` and
+`aten.masked_scatter`. The exporter makes NonZero + Gather + ScatterND of them.
+
+Algebra: with x and the (broadcast) mask flattened to M elements and source flattened to
+Ns, the i-th True position (row-major) takes source[i]:
+    pos[j] = number of True in mask[:j]                  (exclusive prefix count)
+    out[j] = where(mask[j], source[pos[j]], x[j])
+The prefix count has no CumSum: with the mask as R rows of C = ceil(sqrt(M)) elements,
+    pos = A @ U_C + (rowsums @ U_R)[:, None]
+where U is the strictly upper-triangular ones matrix (constants). source[pos] is a one-hot
+selection (kernels.take_rows). A constant mask is counted when lowering.
+
+Legality (each a skip reason):
+1. static shapes of x, mask and source are known (pass example_inputs);
+2. the mask broadcasts to x's shape (not x to a larger one);
+3. x has fewer than 2**24 elements (the counts are exact float32 integers only below that);
+4. an in-place `masked_scatter_` writes into a tensor made inside forward (a clone, zeros,
+   arithmetic) of which no view was taken before;
+5. source has x's dtype (PyTorch raises otherwise).
+
+Numerics: no duplicates (each True position takes its own source element). Exact for every
+dtype and value: the counts are integers below 2**24 in float32; the selection carries
+non-finite class codes for float sources, integers in their own dtype, -0.0 restored.
+A source with fewer elements than True entries: PyTorch raises; here the missing ones read 0.
+
+Cost: the prefix count R*C*C + R*R MACs (~M**1.5), the selection M*Ns MACs (twice that for
+float sources that may hold NaN/inf/-0.0: the code path has one row), mask M*Ns.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.fx as fx
+
+from fxlower import kernels
+from fxlower import scatter_ops as so
+from fxlower.graph import Builder
+from fxlower.rewrite import Context, Plan, RewritePass, Skip
+
+from .index_to_mask_matmul import known_finite
+
+
+class MaskedScatterToMaskMatmul(RewritePass):
+    name = "masked_scatter_to_mask_matmul"
+
+    def match(self, node: fx.Node, ctx: Context) -> bool:
+        op = so.scatter_op(node)
+        return op is not None and op.kind == "masked_scatter"
+
+    def check(self, node: fx.Node, ctx: Context) -> Plan | Skip:
+        op = so.scatter_op(node)
+        assert op is not None
+        sx, sm, ss = ctx.spec(op.x), ctx.spec(op.mask), ctx.spec(op.src)
+        if sx is None or sm is None or ss is None:
+            return Skip("shapes unknown: pass example_inputs so the mask size is static")
+        try:
+            full = tuple(torch.broadcast_shapes(sx.shape, sm.shape))
+        except RuntimeError:
+            return Skip("the mask does not broadcast with the tensor written into")
+        if full != tuple(sx.shape):
+            return Skip(f"the mask broadcasts the tensor written into to a larger shape {full}")
+        m = sx.numel
+        if m >= so.MAX_PREFIX:
+            return Skip(f"{m} elements: prefix counts in float32 are exact only below 2**24")
+        problem = so.inplace_problem(node, op)
+        if problem:
+            return Skip(problem)
+        if ss.dtype != sx.dtype:
+            return Skip(f"source has dtype {ss.dtype}, the tensor written into {sx.dtype}")
+        ns = ss.numel
+        v_finite = known_finite(op.src, ctx)  # type: ignore[arg-type]
+        data = {"op": op, "m": m, "ns": ns, "x_shape": sx.shape, "mask_shape": sm.shape,
+                "mask_dtype": sm.dtype, "dtype": sx.dtype, "v_finite": v_finite}
+        select = m * ns * (1 if v_finite or not sx.dtype.is_floating_point else 2)
+        if ctx.is_const(op.mask):
+            mv = ctx.value(op.mask).to(torch.bool).expand(sx.shape).reshape(-1)
+            data["pos"] = (torch.cumsum(mv.to(torch.int64), 0) - mv.to(torch.int64))
+            data["mask_value"] = mv
+            return Plan(detail=f"constant mask: precomputed one-hot, {m} positions from "
+                        f"{ns} source elements", macs=select, data=data)
+        return Plan(detail=f"prefix count by triangular matmuls + one-hot matmul, {m} positions "
+                    f"from {ns} source elements", macs=so.prefix_cost(m) + select,
+                    mask_elems=m * ns, data=data)
+
+    def replace(self, node: fx.Node, plan: Plan, b: Builder) -> fx.Node:
+        d = plan.data
+        op: so.ScatterOp = d["op"]
+        m, ns, dtype = d["m"], d["ns"], d["dtype"]
+        x = b.proxy(op.x).reshape(m)
+        if "pos" in d:
+            mask = b.const(d["mask_value"], "masked_scatter_mask")
+            pos = d["pos"]
+        else:
+            mask = b.proxy(op.mask)
+            if d["mask_dtype"] != torch.bool:
+                mask = mask.to(torch.bool)
+            if tuple(d["mask_shape"]) != tuple(d["x_shape"]):
+                mask = mask.expand(d["x_shape"])
+            mask = mask.reshape(m)
+            pos = so.exclusive_prefix_count(b, mask, m).to(torch.int64)
+        src = b.proxy(op.src).reshape(1, ns, 1)
+        written = kernels.take_rows(b, src, pos, pre=1, n=ns, post=1, k=m, batched=False,
+                                    dtype=dtype, known_finite=d["v_finite"]).reshape(m)
+        out = so.select(mask, written, x, dtype, signed=not d["v_finite"])
+        out = out.reshape(d["x_shape"]).node
+        so.redirect_later_uses(op, node, out)
+        return out
+

@@ -1,0 +1,118 @@
+"""slice_scatter_to_concat: writing a static slice or select becomes Slice + Concat.
+
+Covers `torch.slice_scatter`, `Tensor.slice_scatter`, `aten.slice_scatter` (slice
+assignment `x[:, 1:3] = v`, `x[::2] = v` after torch.export's functionalisation) and
+`torch.select_scatter`, `Tensor.select_scatter`, `aten.select_scatter` (`x[:, 0] = v`,
+`x[-1] = v`). The exporter makes ScatterND / ScatterElements of them.
+
+Algebra (along `dim`, x of size N there; the written positions start, start+step, ...,
+last, m of them, from Python's slice rules):
+    step 1:     out = cat(x[:start], src, x[last+1:])
+    step s > 1: out = cat(x[:start], mid, src[m-1:], x[last+1:]) with
+                mid = cat(src[:m-1].unsqueeze(dim+1),
+                          x[start:last].unflatten(dim, (m-1, s))[:, 1:]).flatten(dim, dim+1)
+                (the written element first in each group of s, then the s-1 kept ones)
+    select i:   out = cat(x[:i], src.unsqueeze(dim), x[i+1:])
+Nothing is computed: every output element is a copy of an input element.
+
+Legality (each a skip reason):
+1. static shapes of x and src are known (pass example_inputs);
+2. dim, start, end, step and the select index are known when lowering (not data-dependent);
+3. src has x's dtype and the written slice's shape (PyTorch raises otherwise).
+
+Numerics: exact for every dtype and value: Slice, Reshape and Concat copy bits (NaN, -0.0,
+int64 beyond 2**24).
+Cost: no arithmetic; one Concat of at most four pieces (plus one Reshape-Concat-Reshape for a
+step > 1).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.fx as fx
+
+from fxlower.graph import Builder
+from fxlower.normalise import _int_value
+from fxlower.rewrite import Context, Plan, RewritePass, Skip
+from fxlower.scatter_ops import dim_of, scatter_op
+
+
+def _static(a: object, none_ok: bool = False) -> int | None | str:
+    """An int known when lowering, None for a literal None (when allowed), else "dynamic"."""
+    if a is None and none_ok:
+        return None
+    v = _int_value(a)
+    return "dynamic" if v is None else v
+
+
+class SliceScatterToConcat(RewritePass):
+    name = "slice_scatter_to_concat"
+
+    def match(self, node: fx.Node, ctx: Context) -> bool:
+        op = scatter_op(node)
+        return op is not None and op.kind in ("slice_scatter", "select_scatter")
+
+    def check(self, node: fx.Node, ctx: Context) -> Plan | Skip:
+        op = scatter_op(node)
+        assert op is not None
+        sx, ss = ctx.spec(op.x), ctx.spec(op.src)
+        if sx is None or ss is None:
+            return Skip("shapes unknown: pass example_inputs so the slice bounds are static")
+        bounds = [_static(op.dim)]
+        if op.kind == "select_scatter":
+            bounds.append(_static(op.index))
+        else:
+            bounds += [_static(op.start, True), _static(op.end, True), _static(op.step)]
+        if "dynamic" in bounds:
+            return Skip("the written slice's bounds are not known when lowering (data-dependent)")
+        dim = dim_of(bounds[0], sx.rank)
+        n = sx.shape[dim]
+        if op.kind == "select_scatter":
+            i = int(bounds[1]) % n  # type: ignore[arg-type]
+            first, m, step = i, 1, 1
+            want = sx.shape[:dim] + sx.shape[dim + 1:]
+        else:
+            rng = range(n)[slice(bounds[1], bounds[2], bounds[3])]  # type: ignore[misc]
+            first, m, step = (rng.start, len(rng), rng.step) if len(rng) else (0, 0, 1)
+            want = sx.shape[:dim] + (m,) + sx.shape[dim + 1:]
+        if ss.dtype != sx.dtype:
+            return Skip(f"src has dtype {ss.dtype}, the tensor written into {sx.dtype}")
+        if tuple(ss.shape) != tuple(want):
+            return Skip(f"src has shape {tuple(ss.shape)}, the written slice {tuple(want)}")
+        what = "select" if op.kind == "select_scatter" else f"{m} of {n} (step {step})"
+        return Plan(detail=f"Slice + Concat: {what} along dim {dim}",
+                    data={"shape": tuple(sx.shape), "dim": dim, "n": n, "first": first, "m": m, "step": step,
+                          "select": op.kind == "select_scatter"})
+
+    def replace(self, node: fx.Node, plan: Plan, b: Builder) -> fx.Node:
+        op = scatter_op(node)
+        assert op is not None
+        d = plan.data
+        dim, n, first, m, step = d["dim"], d["n"], d["first"], d["m"], d["step"]
+        x, src = b.proxy(op.x), b.proxy(op.src)
+        if m == 0:
+            return x.node  # an empty slice writes nothing
+        if d["select"]:
+            src = src.unsqueeze(dim)
+
+        def along(t: object, a: int, z: int | None) -> object:
+            return t[(slice(None),) * dim + (slice(a, z),)]  # type: ignore[index]
+
+        last = first + (m - 1) * step
+        pieces = [along(x, 0, first)] if first > 0 else []
+        if step == 1:
+            pieces.append(src)
+        else:
+            if m > 1:
+                shape = list(d["shape"])
+                group = shape[:dim] + [m - 1, step] + shape[dim + 1:]
+                flat = shape[:dim] + [(m - 1) * step] + shape[dim + 1:]
+                kept = along(x, first, last).reshape(group)  # type: ignore[attr-defined]
+                kept = kept[(slice(None),) * (dim + 1) + (slice(1, None),)]
+                head = along(src, 0, m - 1).unsqueeze(dim + 1)  # type: ignore[attr-defined]
+                pieces.append(torch.cat([head, kept], dim=dim + 1).reshape(flat))
+            pieces.append(along(src, m - 1, m))
+        if last + 1 < n:
+            pieces.append(along(x, last + 1, None))
+        out = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=dim)  # type: ignore[arg-type]
+        return out.node  # type: ignore[union-attr]
