@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import tempfile
 import time
@@ -51,6 +52,15 @@ def _check_model(model: Any, inputs: tuple[Any, ...] | None) -> None:
     for t in pytree.tree_leaves(inputs) if inputs is not None else []:
         if isinstance(t, torch.Tensor) and t.device.type != "cpu":
             raise LoweringError(f"an example input is on device '{t.device}'; pass CPU tensors")
+    if inputs is not None:  # wrong arity, shapes or dtypes: say so before any tracer does
+        try:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                copy.deepcopy(model)(*inputs)  # a copy: a training-mode BN would update stats
+        except Exception as e:  # noqa: BLE001 - any failure of the user's own forward
+            first = (str(e).strip().splitlines() or [""])[0]
+            raise LoweringError(
+                f"the model fails on the example inputs: {type(e).__name__}: {first}") from e
 
 
 def _passes() -> list[RewritePass]:

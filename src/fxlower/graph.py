@@ -215,6 +215,18 @@ def replace_node(old: fx.Node, new: fx.Node) -> None:
     old.graph.erase_node(old)
 
 
+def _mutates(n: fx.Node) -> bool:
+    """In-place updates (`x.mul_(2)`, `aten.add_`, `operator.setitem`) have effects without
+    users: never dead."""
+    t = n.target
+    if isinstance(t, str):
+        return t.endswith("_") and not t.endswith("__")
+    if isinstance(t, torch._ops.OpOverload):
+        return t._schema.is_mutable
+    name = getattr(t, "__name__", "")
+    return name.endswith("_") and not name.endswith("__") or name == "setitem"
+
+
 def erase_dead(gm: fx.GraphModule) -> None:
     """Remove pure nodes without users (keeps placeholders, outputs and impure calls)."""
     changed = True
@@ -223,7 +235,9 @@ def erase_dead(gm: fx.GraphModule) -> None:
         for n in reversed(list(gm.graph.nodes)):
             if n.op in ("placeholder", "output") or n.users:
                 continue
-            if n.op == "call_module" or (n.op in ("call_function", "call_method") and n.is_impure()):
+            if n.op == "call_module" or _mutates(n) or (
+                n.op in ("call_function", "call_method") and n.is_impure()
+            ):
                 continue
             gm.graph.erase_node(n)
             changed = True
@@ -259,7 +273,7 @@ def cse(gm: fx.GraphModule, candidates: set[fx.Node]) -> int:
     for n in list(gm.graph.nodes):
         if n not in candidates or n.op not in ("call_function", "call_method", "get_attr"):
             continue
-        if n.op != "get_attr" and (n.is_impure() or not is_deterministic(n)):
+        if n.op != "get_attr" and (n.is_impure() or _mutates(n) or not is_deterministic(n)):
             continue
         key = (n.op, str(n.target), _key_of(n.args), _key_of(n.kwargs))
         first = seen.get(key)

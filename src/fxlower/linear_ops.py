@@ -278,13 +278,34 @@ def _same_padding(k: tuple[int, ...], dilation: tuple[int, ...], owner: str
     return tuple(pads)
 
 
+def _shared(node: fx.Node, name: str) -> str:
+    """Why the layer's weights are shared with another node (a module called twice, or a
+    parameter read by another op), or "": rewriting it would untie the shared weights."""
+    graph = node.graph
+    if node.op == "call_module":
+        if sum(1 for n in graph.nodes if n.op == "call_module" and n.target == node.target) > 1:
+            return f"module '{node.target}' is also called elsewhere: merging would untie its shared weights"
+        return ""
+    for a in node.all_input_nodes:
+        if a.op != "get_attr":
+            continue
+        readers = {u for n in graph.nodes if n.op == "get_attr" and n.target == a.target
+                   for u in n.users}
+        if len(readers) > 1:
+            return f"'{a.target}' of '{name}' is also used elsewhere: merging would untie the shared weights"
+    return ""
+
+
 def layer(node: fx.Node) -> Layer | str:
     """The canonical record of a conv / linear node (see `family`), or the reason it cannot
-    be used."""
+    be used (including weights shared with another node)."""
     fam = family(node)
     name = readable(node)
     if fam is None or fam == "bn":
         return f"'{name}' is not a conv or linear layer"
+    shared = _shared(node, name)
+    if shared:
+        return shared
     mod = _module(node)
     if mod is not None:
         x = node.args[0] if node.args else node.kwargs.get("input")

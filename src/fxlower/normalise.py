@@ -157,6 +157,25 @@ def _finish(old: fx.Node, new: fx.Node) -> None:
     old.graph.erase_node(old)
 
 
+def _padding_row_without_grad(e: _Emitter, w: fx.Node, weight: Any, padding_idx: int | None,
+                              training: bool) -> fx.Node:
+    """An embedding's padding row gets no gradient. A mask product would give it one, so in
+    training mode the table is used as w - (w - w.detach()) * onehot(padding_idx): the same
+    values (w - w is exactly 0 for a finite table), and a zero gradient on that row. Models
+    lowered in eval mode (deployment) skip it: it would cost an elementwise pass."""
+    if padding_idx is None or not training or not getattr(weight, "requires_grad", False):
+        return w
+    rows = int(weight.shape[0])
+    pad = padding_idx % rows
+    name = f"_fxl_padrow_{w.name}"
+    mask = torch.zeros(rows, 1, dtype=weight.dtype)
+    mask[pad] = 1
+    e.gm.register_buffer(name, mask, persistent=False)
+    frozen = e.call(aten.detach.default, w)
+    delta = e.call(aten.mul.Tensor, e.call(aten.sub.Tensor, w, frozen), e.get_attr(name))
+    return e.call(aten.sub.Tensor, w, delta)
+
+
 def _index_along(e: _Emitter, x: Any, dim: int, idx: Any) -> fx.Node:
     return e.call(INDEX, x, [None] * dim + [idx])
 
@@ -271,6 +290,7 @@ def _normalise_one(node: fx.Node, kind: str, gm: fx.GraphModule, e: _Emitter) ->
         if mod.scale_grad_by_freq:
             return "scale_grad_by_freq changes gradients, which a mask product would not reproduce"
         w = e.get_attr(f"{node.target}.weight")
+        w = _padding_row_without_grad(e, w, mod.weight, mod.padding_idx, mod.training)
         _finish(node, e.call(INDEX, w, [node.args[0]]))
         return None
 
@@ -281,10 +301,15 @@ def _normalise_one(node: fx.Node, kind: str, gm: fx.GraphModule, e: _Emitter) ->
                 return "max_norm renormalises the embedding table in place during the forward pass"
             if _arg(node, 5, "scale_grad_by_freq", False):
                 return "scale_grad_by_freq changes gradients, which a mask product would not reproduce"
+            pad = _arg(node, 2, "padding_idx")
         else:
             w, idx = node.args[0], node.args[1]
             if _arg(node, 3, "scale_grad_by_freq", False):
                 return "scale_grad_by_freq changes gradients, which a mask product would not reproduce"
+            pad = _arg(node, 2, "padding_idx", -1)
+            pad = None if pad == -1 else pad
+        if isinstance(w, fx.Node) and w.op == "get_attr" and isinstance(pad, int):
+            w = _padding_row_without_grad(e, w, g.get_attr(gm, str(w.target)), pad, gm.training)
         _finish(node, e.call(INDEX, w, [idx]))
         return None
 

@@ -1,0 +1,139 @@
+"""Bad input gets a clear error naming the cause; the lowered module stays trainable; the
+user's model is never changed; lowering is deterministic."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+import torch.nn as nn
+from helpers import assert_same_outputs, gather_ops_left, lower_quiet, skipped
+
+import fxlower
+
+TRACERS = ["symbolic_trace", "export"]
+
+
+class GatherEmbed(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.emb = nn.Embedding(10, 6, padding_idx=0)
+        self.proj = nn.Linear(6, 6)
+
+    def forward(self, tok, x, idx):
+        h = self.proj(self.emb(tok))
+        return h[:, 0] + torch.gather(x, 1, idx).sum(-1, keepdim=True) + x[:, idx[0, 0:2]].sum()
+
+
+def _inputs():
+    g = torch.Generator().manual_seed(1)
+    tok = torch.tensor([[0, 3, 0, 7], [5, 0, 9, 9]])  # padding index 0 and duplicates
+    return tok, torch.randn(2, 5, generator=g), torch.randint(0, 5, (2, 3), generator=g)
+
+
+@pytest.mark.parametrize("tracer", TRACERS)
+def test_gradients_match_the_original(tracer: str) -> None:
+    """requires_grad parameters: the lowered module trains like the original, including a
+    padding row that gets no gradient and duplicate indices whose gradients add up."""
+    model = GatherEmbed().train()
+    lowered = lower_quiet(model, _inputs(), tracer=tracer)
+    grads = []
+    for m in (model, lowered):
+        tok, x, idx = _inputs()
+        x.requires_grad_(True)
+        m.zero_grad()
+        m(tok, x, idx).square().sum().backward()
+        grads.append({"x": x.grad, **{k: p.grad for k, p in m.named_parameters()}})
+    ref, got = grads
+    assert torch.allclose(ref["x"], got["x"], rtol=1e-6, atol=1e-7)
+    assert torch.allclose(ref["emb.weight"], got["emb.weight"], rtol=1e-6, atol=1e-7)
+    assert torch.count_nonzero(got["emb.weight"][0]) == 0  # the padding row
+    assert torch.allclose(ref["proj.weight"], got["proj.weight"], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("inputs", "message"),
+    [
+        ((torch.tensor([[1, 2]]),), "missing"),  # wrong arity
+        ((torch.tensor([[1.5, 2.0]]), torch.randn(2, 5), torch.zeros(2, 3, dtype=torch.long)),
+         "Long"),  # float token ids: wrong dtype
+        ((torch.tensor([[1, 2]]), torch.randn(2, 5), torch.zeros(3, 3, dtype=torch.long)),
+         "Size does not match"),  # wrong shape
+    ],
+)
+def test_bad_example_inputs_are_named(inputs, message: str) -> None:
+    with pytest.raises(fxlower.LoweringError, match="the model fails on the example inputs") as e:
+        fxlower.lower(GatherEmbed().eval(), inputs)
+    assert message in str(e.value)
+
+
+def test_models_off_the_cpu_are_refused() -> None:
+    with torch.device("meta"):
+        model = nn.Sequential(nn.Linear(4, 4))
+    with pytest.raises(fxlower.LoweringError, match="device 'meta'"):
+        fxlower.lower(model, (torch.randn(2, 4),))
+    with pytest.raises(fxlower.LoweringError, match="example input is on device 'meta'"):
+        fxlower.lower(nn.Linear(4, 4), (torch.randn(2, 4, device="meta"),))
+
+
+def test_non_tensor_outputs_are_kept() -> None:
+    class Mixed(nn.Module):
+        def forward(self, x):
+            return {"first": x[:, 0], "n": 3, "name": "rows", "nothing": None}
+
+    x = torch.randn(3, 4)
+    lowered = lower_quiet(Mixed(), (x,))
+    out = lowered(x)
+    assert out["n"] == 3 and out["name"] == "rows" and out["nothing"] is None
+    assert torch.equal(out["first"], x[:, 0])
+
+
+@pytest.mark.parametrize("tracer", TRACERS)
+def test_in_place_updates_through_views_keep_their_meaning(tracer: str) -> None:
+    class InPlace(nn.Module):
+        def forward(self, x, idx):
+            y = x.clone()
+            col = y[:, 0]  # a view: writing to it writes to y
+            col.mul_(2)
+            rows = y[idx]  # a copy: writing to it leaves y alone
+            rows.add_(100)
+            return y, rows
+
+    x, idx = torch.randn(4, 3), torch.tensor([2, 0, 2])
+    lowered = lower_quiet(InPlace(), (x, idx), tracer=tracer)
+    assert gather_ops_left(lowered) == {}
+    assert_same_outputs(InPlace()(x, idx), lowered(x, idx))
+
+
+@pytest.mark.parametrize("tracer", TRACERS)
+def test_shared_modules_are_never_merged(tracer: str) -> None:
+    class Shared(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Conv2d(3, 8, 1, bias=False)
+            self.b = nn.Conv2d(8, 4, 3)
+
+        def forward(self, x, z):
+            return self.b(self.a(x)), self.a(z)  # `a` is called twice
+
+    inputs = (torch.randn(1, 3, 8, 8), torch.randn(1, 3, 8, 8))
+    lowered = lower_quiet(Shared().eval(), inputs, merge="always", tracer=tracer)
+    assert not fxlower.report_of(lowered).applied
+    assert any("also" in s.reason and "untie" in s.reason for s in skipped(lowered))
+
+
+def test_lowering_is_deterministic(tmp_path) -> None:
+    model, inputs = GatherEmbed().eval(), _inputs()
+    codes, files = [], []
+    for k in range(2):
+        path = tmp_path / f"m{k}.onnx"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            lowered = fxlower.lower(model, inputs)
+            fxlower.api.onnx_export(lowered, inputs, path)
+        codes.append(lowered.code)
+        files.append(path.read_bytes())
+    assert codes[0] == codes[1]
+    assert files[0] == files[1]
