@@ -15,14 +15,19 @@ Method notes (also written into the output):
   but intra-op spinning off in every session. Two live sessions with spinning thread pools
   steal cores from each other when runs are interleaved (measured: BERT-base 525 ms with
   spinning vs 375 ms without, on 2 cores), which would bias the comparison.
-- mask-matmul throughput, two figures:
+- mask-matmul throughput, three figures:
   * implied: the rewrites' multiply-adds per call (report.applied[*].macs of the
     *_mask_matmul passes, including the non-finite class-code path) times 2, divided by
     (lowered - original) median time, i.e. as if the whole slowdown were the mask product;
   * kernel: the run-time mask MatMul nodes of the lowered ONNX (a MatMul operand that comes
     from an `Equal` through casts/reshapes only), their FLOPs from ONNX shape inference and
-    their kernel time from onnxruntime's profiler (SessionOptions.enable_profiling).
-  Both against the machine's measured matmul peak (median GFLOP/s of a 2048^2 fp32 MatMul).
+    their kernel time from onnxruntime's profiler (SessionOptions.enable_profiling), the
+    original and lowered files profiled side by side with alternating runs;
+  * same-shape: a dense one-node MatMul of the same shapes, timed in the same rounds, to
+    tell a slow mask product from a shape onnxruntime runs slowly anyway.
+  Against the machine's measured matmul peak (median GFLOP/s of a 2048^2 fp32 MatMul with
+  a constant, prepacked right operand in onnxruntime; torch.mm in torch), measured before
+  and after the workloads, the higher figure counting.
   The >= 70 % target applies where the product is compute-bound: its arithmetic intensity
   (FLOPs / bytes of operands and result) above the machine balance (peak / measured copy
   bandwidth).
@@ -190,9 +195,9 @@ class Workload:
     time_export: bool = False  # also time torch.export.export against fxlower.lower
 
 
-# Zoo entries the quick run includes: a mask gather and BN folding (embeddings are in the
-# quick BERT); the full run takes every SMALL entry.
-QUICK_ZOO = ("mae", "vgg")
+# Zoo entries the quick run includes (embeddings, BN folding and merges are in the quick
+# BERT and conv workloads already); the full run takes every SMALL entry.
+QUICK_ZOO = ("mae",)
 
 
 def workloads(quick: bool) -> list[Workload]:
@@ -277,11 +282,21 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
-def _matmul_model(n: int) -> bytes:
-    from onnx import TensorProto, helper
+def matmul_model(a: list[int], b: list[int], b_value: np.ndarray | None = None,
+                 a_value: np.ndarray | None = None) -> bytes:
+    """A one-node MatMul model; an operand given a value is a constant initializer (which
+    onnxruntime prepacks, as it does model weights), otherwise an input."""
+    from onnx import TensorProto, helper, numpy_helper
 
-    vi = [helper.make_tensor_value_info(k, TensorProto.FLOAT, [n, n]) for k in "abc"]
-    g = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "mm", vi[:2], vi[2:])
+    inputs, inits = [], []
+    for name, shape, value in (("a", a, a_value), ("b", b, b_value)):
+        if value is None:
+            inputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, shape))
+        else:
+            inits.append(numpy_helper.from_array(value.astype(np.float32), name))
+    out = helper.make_tensor_value_info("c", TensorProto.FLOAT, None)
+    g = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "mm", inputs, [out],
+                          inits)
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
 
 
@@ -293,8 +308,8 @@ def measure_peaks(quick: bool) -> dict[str, Any]:
     b = rng.standard_normal((n, n), dtype=np.float32)
     flops = 2.0 * n**3
     out: dict[str, Any] = {"n": n, "runs": runs}
-    sess = ort_session(_matmul_model(n))
-    ts = _repeat(lambda: sess.run(None, {"a": a, "b": b}), runs, warmup=3)
+    sess = ort_session(matmul_model([n, n], [n, n], b_value=b))
+    ts = _repeat(lambda: sess.run(None, {"a": a}), runs, warmup=3)
     out["ort_gflops"] = flops / statistics.median(ts) / 1e9
     out["ort_gflops_best"] = flops / min(ts) / 1e9
     ta, tb = torch.from_numpy(a), torch.from_numpy(b)
@@ -415,6 +430,16 @@ def mask_matmuls(path: Path) -> list[dict[str, Any]]:
     for init in g.initializer:
         shapes[init.name] = list(init.dims)
     prod = {o: n for n in g.node for o in n.output}
+    inits = {i.name for i in g.initializer}
+    graph_inputs = {i.name for i in g.input} - inits
+
+    def const(name: str, depth: int = 0) -> bool:
+        if name in inits:
+            return True
+        n = prod.get(name)
+        if name in graph_inputs or n is None or depth > 16:
+            return False
+        return n.op_type != "RandomNormal" and all(const(i, depth + 1) for i in n.input if i)
 
     def from_equal(name: str, depth: int = 0) -> bool:
         n = prod.get(name)
@@ -429,7 +454,8 @@ def mask_matmuls(path: Path) -> list[dict[str, Any]]:
         if n.op_type != "MatMul" or not any(from_equal(i) for i in n.input[:2]):
             continue
         a, b = shapes.get(n.input[0]), shapes.get(n.input[1])
-        row: dict[str, Any] = {"name": n.name, "a": a, "b": b, "flops": None, "bytes": None}
+        row: dict[str, Any] = {"name": n.name, "a": a, "b": b, "flops": None, "bytes": None,
+                               "a_const": const(n.input[0]), "b_const": const(n.input[1])}
         if a and b and len(a) >= 2 and len(b) >= 2 and min(a + b) > 0:
             ba, bb = a[:-2], b[:-2]
             rank = max(len(ba), len(bb))
@@ -443,24 +469,47 @@ def mask_matmuls(path: Path) -> list[dict[str, Any]]:
     return out
 
 
-def ort_profiles(paths: list[Path], feeds: list[list[dict[str, np.ndarray]]], prefix: str
-                 ) -> list[dict[str, Any]]:
+def ort_profiles(paths: list[Path], feeds: list[list[dict[str, np.ndarray]]], prefix: str,
+                 references: list[tuple[Any, dict[str, np.ndarray]]] | None = None
+                 ) -> tuple[list[dict[str, Any]], list[float]]:
     """Per-node and per-op-type kernel time (ms per run) from onnxruntime's profiler, for
     several files profiled side by side: their runs alternate, so background load hits them
     alike. The first run of each is a warm-up and left out; each node's figure is its
-    median over the other runs."""
+    median over the other runs. `references` (session, feed) run in the same rounds,
+    timed by wall clock: their median ms (first run left out) is the second result."""
     sessions = [ort_session(str(p), profile_prefix=f"{prefix}{i}_") for i, p in enumerate(paths)]
+    refs = references or []
+    ref_ts: list[list[float]] = [[] for _ in refs]
     for r in range(max(len(f) for f in feeds)):
-        for i, sess in enumerate(sessions if r % 2 == 0 else sessions[::-1]):
-            j = i if r % 2 == 0 else len(sessions) - 1 - i
-            sess.run(None, feeds[j][r % len(feeds[j])])
+        order = list(range(len(sessions)))
+        for i in order if r % 2 == 0 else order[::-1]:
+            sessions[i].run(None, feeds[i][r % len(feeds[i])])
+        for k, (sess, feed) in enumerate(refs):
+            t0 = time.perf_counter()
+            sess.run(None, feed)
+            ref_ts[k].append(time.perf_counter() - t0)
     out = []
     for sess in sessions:
         prof = Path(sess.end_profiling())
         events = json.loads(prof.read_text())
         prof.unlink(missing_ok=True)
         out.append(_profile_figures(events))
-    return out
+    return out, [statistics.median(t[1:] or t) * 1e3 for t in ref_ts]
+
+
+def reference_session(mm: dict[str, Any]) -> tuple[Any, dict[str, np.ndarray]] | None:
+    """A dense MatMul of a mask MatMul's shapes, constant operands constant (prepacked),
+    random values: what onnxruntime achieves at that shape."""
+    a, b = mm.get("a"), mm.get("b")
+    if not a or not b or min(a + b) <= 0:
+        return None
+    rng = np.random.default_rng(0)
+    av = rng.standard_normal(a, dtype=np.float32)
+    bv = rng.standard_normal(b, dtype=np.float32)
+    sess = ort_session(matmul_model(a, b, bv if mm["b_const"] else None,
+                                    av if mm["a_const"] else None))
+    feed = {k: v for k, v, c in (("a", av, mm["a_const"]), ("b", bv, mm["b_const"])) if not c}
+    return sess, feed
 
 
 def _profile_figures(events: list[dict[str, Any]]) -> dict[str, Any]:
@@ -692,9 +741,16 @@ def run_workload(w: Workload, s: Settings, tmp: Path) -> dict[str, Any]:
     phase("timing")
 
     # where the time goes: onnxruntime's profiler on both files
+    mms = mask_matmuls(paths["lowered"]) if row["mask_macs"] else []
+    refs = [reference_session(mm) for mm in mms]
     n = s.profile_runs + 1
-    prof_o, prof_l = ort_profiles([paths["original"], paths["lowered"]], [fo[:n], fl[:n]],
-                                  str(tmp / "prof"))
+    (prof_o, prof_l), ref_ms = ort_profiles(
+        [paths["original"], paths["lowered"]], [fo[:n], fl[:n]], str(tmp / "prof"),
+        [r for r in refs if r is not None])
+    ref_iter = iter(ref_ms)
+    for mm, ref in zip(mms, refs, strict=True):
+        mm["reference_ms"] = next(ref_iter) if ref is not None else None
+    del refs
     row["profile_top_ops"] = {"original": _top(prof_o["per_op_ms"]),
                               "lowered": _top(prof_l["per_op_ms"])}
     row["profile_run_ms"] = {"original": prof_o["run_ms"], "lowered": prof_l["run_ms"]}
@@ -706,8 +762,7 @@ def run_workload(w: Workload, s: Settings, tmp: Path) -> dict[str, Any]:
         for be in ("ort", "torch"):
             d = row[f"{be}_ms"]["lowered"]["median"] - row[f"{be}_ms"]["original"]["median"]
             row[f"{be}_implied_gflops"] = flops / (d / 1e3) / 1e9 if d > 0 else None
-        mms = mask_matmuls(paths["lowered"])
-        kt = 0.0
+        kt = rt = 0.0
         kf = kb = 0
         for mm in mms:
             mm["ms"] = sum(v for k, v in prof_l["per_node_ms"].items()
@@ -715,12 +770,15 @@ def run_workload(w: Workload, s: Settings, tmp: Path) -> dict[str, Any]:
             kt += mm["ms"]
             kf += mm["flops"] or 0
             kb += mm["bytes"] or 0
+            rt += mm["reference_ms"] or 0.0
         row["mask_matmul_nodes"] = mms
         if mms and kt > 0 and kf:
             row["kernel_gflops"] = kf / (kt / 1e3) / 1e9
             row["kernel_ms"] = kt
             row["kernel_flops"] = kf
             row["intensity"] = kf / kb if kb else None
+            if rt > 0 and all(mm["reference_ms"] for mm in mms):
+                row["reference_gflops"] = kf / (rt / 1e3) / 1e9
 
     # peak memory, fresh subprocess per file
     row["ort_peak_mb"] = ort_peak_mb({"original": (paths["original"], fo[0]),
@@ -897,11 +955,15 @@ def format_markdown(info: dict[str, Any], peaks: dict[str, Any], rows: list[dict
                   "(lowered − original) median time, as if the whole slowdown were the mask "
                   "product. Kernel: run-time mask MatMul nodes of the lowered ONNX, FLOPs from "
                   "shape inference, time from onnxruntime's profiler. % of the machine's "
-                  "matmul peak (same backend). Compute-bound: intensity ≥ machine balance.", "",
+                  "matmul peak (same backend). Same-shape: a one-node dense MatMul of the mask "
+                  "products' shapes (random values, constant operands constant), run in the "
+                  "same rounds as the profiled runs: what onnxruntime achieves at that shape "
+                  "at that moment. Compute-bound: intensity ≥ machine balance.", "",
                   "| workload | mask MACs/call | ORT implied GFLOP/s | % ORT peak | "
                   "torch implied GFLOP/s | % torch peak | mask MatMul nodes (shape) | "
-                  "kernel ms | kernel GFLOP/s | % ORT peak | intensity flop/B | compute-bound | ≥ 70% |",
-                  "|" + "---|" * 13]
+                  "kernel ms | kernel GFLOP/s | % ORT peak | same-shape dense GFLOP/s | "
+                  "kernel / same-shape | intensity flop/B | compute-bound | ≥ 70% of peak |",
+                  "|" + "---|" * 15]
         for r in mm_rows:
             nodes = r.get("mask_matmul_nodes") or []
             shapes = "; ".join(n.get("shape", "?") for n in nodes) or "none at run time"
@@ -912,6 +974,8 @@ def format_markdown(info: dict[str, Any], peaks: dict[str, Any], rows: list[dict
                 f"{_pct(r.get('ort_implied_frac'))} | {_f(r.get('torch_implied_gflops'), '.1f')} | "
                 f"{_pct(r.get('torch_implied_frac'))} | {shapes} | {_f(r.get('kernel_ms'), '.2f')} | "
                 f"{_f(r.get('kernel_gflops'), '.1f')} | {_pct(frac)} | "
+                f"{_f(r.get('reference_gflops'), '.1f')} | "
+                f"{_pct(r['kernel_gflops'] / r['reference_gflops'] if r.get('reference_gflops') and r.get('kernel_gflops') else None)} | "
                 f"{_f(r.get('intensity'), '.1f')} | {'yes' if cb else ('no' if cb is not None else 'n/a')} | "
                 f"{_verdict(None if frac is None or not cb else frac >= MASK_PEAK_TARGET)} |")
 
@@ -936,7 +1000,7 @@ def format_markdown(info: dict[str, Any], peaks: dict[str, Any], rows: list[dict
             lines.append(f"| {t['workload']} | {t['what']} | {t['target']} | {t['value']} | "
                          f"{_verdict(t['ok'])} |")
 
-    lines += ["", "## Where the time goes (onnxruntime profiler, lowered file)", "",
+    lines += ["", "## Where the time goes (onnxruntime profiler)", "",
               "Both files profiled side by side (runs alternating); kernel ms per run (median "
               "over runs) by op type, top 5 (the original's top 3 for comparison).", "",
               "| workload | ONNX nodes original → lowered | run ms original → lowered (profiled) | "
