@@ -104,6 +104,7 @@ def test_quick_machine_peak_memory_and_lowering_time(quick) -> None:
     assert re.search(r"cores: \S+ physical, \d+ logical", md)
     lowering = re.search(rf"ratio \*\*({NUM})×\*\* \(target ≤ 2×: (PASS|MISS)\)", md)
     assert lowering and float(lowering.group(1)) > 0
+    assert re.search(rf"Without verification \(`verify=False`, a second run\): {NUM} s", md)
     # memory: each ONNX session in its own process; a session costs something
     for r in data["rows"]:
         assert all(v is not None and v >= 0 for v in r["ort_peak_mb"].values()), r["name"]
