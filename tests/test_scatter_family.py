@@ -435,19 +435,37 @@ def test_inplace_write_redirects_later_readers() -> None:
     assert_same_outputs(Later()(x, i, v), lowered(x, i, v))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "framework: graph.erase_dead drops in-place Tensor methods whose result is unused "
-    "(torch.fx's Node.is_impure is False for every call_method), once an earlier pass "
-    "changed the graph; reported with a reproducer"))
+def test_inplace_chain_across_passes() -> None:
+    """scatter_ (an earlier pass) writes into the result of index_add_ (a later pass): both
+    write into one fresh tensor, whose later readers see both writes."""
+
+    class Chain(nn.Module):
+        def forward(self, x, i, j, v):
+            y = torch.zeros_like(x)
+            out = y.index_add_(0, i, v).scatter_(1, j, 1.0)
+            return out, y * 2
+
+    x, i, v = nonfinite(_x(4, 3)), torch.tensor([1, 1, 3]), nonfinite(_x(3, 3, seed=1), 1)
+    j = torch.tensor([[2], [0], [2], [1]])
+    lowered = lower_quiet(Chain(), (x, i, j, v), tracer="symbolic_trace")
+    assert {a.pass_name for a in applied(lowered)} == {"scatter_to_mask_matmul",
+                                                        "index_put_to_mask_matmul"}
+    assert scatter_left(lowered) == []
+    assert_same_outputs(Chain()(x, i, j, v), lowered(x, i, j, v))
+
+
 def test_inplace_statement_after_a_gather() -> None:
     class Statement(nn.Module):
         def forward(self, x, i, v):
             y = x.clone()
             y.index_add_(0, i, v)  # result unused: only y carries the write
-            return y, x[:, 0]  # select_to_slice changes the graph first
+            y.masked_scatter_(y > 0, v)  # a second statement on the same tensor
+            return y, x[:, 0]  # select_to_slice changes the graph first (erase_dead runs)
 
-    x, i, v = _x(4, 3), torch.tensor([1, 1, 3]), _x(3, 3, seed=1)
+    x, i, v = nonfinite(_x(4, 3)), torch.tensor([1, 1, 3]), nonfinite(_x(3, 3, seed=1), 1)
     lowered = lower_quiet(Statement(), (x, i, v), tracer="symbolic_trace")
+    assert len(applied(lowered)) == 3
+    assert scatter_left(lowered) == []
     assert_same_outputs(Statement()(x, i, v), lowered(x, i, v))
 
 
@@ -518,7 +536,14 @@ def test_inplace_into_input_or_view_is_refused() -> None:
         def forward(self, x, i, v):
             return torch.zeros(4, 3).index_add_(0, i, v) + x
 
+    class ThroughAnotherInplace(nn.Module):
+        def forward(self, x, i, v):
+            return x.mul_(2).index_add_(0, i, v) * 1.0  # mul_ returns x itself
+
     x, i, v = _x(4, 3), torch.tensor([1, 1, 2]), _x(3, 3, seed=1)
+    r = _reasons(ThroughAnotherInplace(), (x.clone(), i, v), "symbolic_trace")
+    assert r == ["Tensor.index_add_ writes into 'x' in place, which is an input: the write "
+                 "would be visible outside forward"]
     r = _reasons(IntoInput(), (x.clone(), i, v), "symbolic_trace")
     assert r == ["Tensor.index_add_ writes into 'x' in place, which is an input: the write "
                  "would be visible outside forward"]

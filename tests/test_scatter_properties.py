@@ -110,6 +110,8 @@ class ScatterModel(nn.Module):
             return torch.scatter(x, self.dim, idx, src)
         if self.mode == "value":
             return x.scatter(self.dim, idx, 3)
+        if self.mode == "value_add":
+            return x.scatter(self.dim, idx, 3, reduce="add")
         if self.mode == "add":
             return x.scatter_add(self.dim, idx, src)
         if self.mode == "reduce_add":
@@ -131,9 +133,9 @@ def test_scatter_any_shape_dim_dtype_broadcast_duplicates(data: st.DataObject) -
     core_shape = tuple(1 if i != d and data.draw(st.booleans(), f"broadcast {i}") else ishape[i]
                        for i in range(rank))
     dtype = data.draw(st.sampled_from(DTYPES), "dtype")
-    mode = data.draw(st.sampled_from(["assign", "value", "add", "reduce_add", "sum_self",
-                                      "sum_noself"]), "mode")
-    if mode in ("reduce_add", "sum_noself") and dtype == torch.bool:
+    mode = data.draw(st.sampled_from(["assign", "value", "value_add", "add", "reduce_add",
+                                      "sum_self", "sum_noself"]), "mode")
+    if mode in ("value_add", "reduce_add", "sum_noself") and dtype == torch.bool:
         mode = "add"  # PyTorch has no bool scatter_reduce
     seed = data.draw(st.integers(0, 2**16), "seed")
     g = torch.Generator().manual_seed(seed)

@@ -249,44 +249,66 @@ def _name(node: fx.Node) -> str:
     return getattr(t, "__name__", str(t))
 
 
+def _writes_in_place(n: fx.Node) -> bool:
+    """An in-place call (`y.add_(1)`, `y.index_add_(...)`): it returns its first argument."""
+    name = _name(n)
+    return (n.op in ("call_function", "call_method") and name.endswith("_")
+            and not name.startswith("_") and not n.meta.get(FRESH)
+            and bool(n.args) and isinstance(n.args[0], fx.Node))
+
+
+def written_chain(x: fx.Node) -> list[fx.Node]:
+    """x, and, while x is the result of another in-place call, the tensor that call wrote
+    into: every node in the list stands for the same storage."""
+    chain = [x]
+    while _writes_in_place(chain[-1]):
+        chain.append(chain[-1].args[0])  # type: ignore[arg-type]
+    return chain
+
+
 def inplace_problem(node: fx.Node, op: ScatterOp) -> str | None:
     """Why the in-place write of `node` cannot become a functional op, or None when it can:
-    the mutated tensor must be made inside forward by an op that returns a new tensor, and
-    no view of it may be taken before the write (the view would see the write)."""
+    the mutated tensor (followed back through earlier in-place calls, which return their
+    argument) must be made inside forward by an op that returns a new tensor, and no view of
+    it may be taken before the write (the view would see the write)."""
     if not op.inplace:
         return None
-    x = op.x
-    what = f"{op.spelling} writes into '{x.name}' in place"
-    if x.op == "get_attr" and str(x.target).startswith("_tensor_constant"):
+    chain = written_chain(op.x)
+    base = chain[-1]
+    what = f"{op.spelling} writes into '{base.name}' in place"
+    if base.op == "get_attr" and str(base.target).startswith("_tensor_constant"):
         return (f"{what}, a tensor symbolic tracing computed once at trace time (a factory "
                 "call such as torch.zeros(4, 6) without tensor inputs), so the write would "
                 "persist across calls: write it out of place (`.scatter(...)`), build it from "
                 "an input (`zeros_like`), or use tracer='export'")
-    if x.op in ("placeholder", "get_attr"):
-        kind = "an input" if x.op == "placeholder" else "a parameter or buffer"
+    if base.op in ("placeholder", "get_attr"):
+        kind = "an input" if base.op == "placeholder" else "a parameter or buffer"
         return f"{what}, which is {kind}: the write would be visible outside forward"
-    fresh = x.meta.get(FRESH) or _name(x).rstrip("_") in _FRESH_NAMES
-    if x.op not in ("call_function", "call_method") or not fresh:
-        return (f"{what}, and '{x.name}' is not known to be a new tensor (a clone, zeros, "
+    fresh = base.meta.get(FRESH) or _name(base) in _FRESH_NAMES
+    if base.op not in ("call_function", "call_method") or not fresh:
+        return (f"{what}, and '{base.name}' is not known to be a new tensor (a clone, zeros, "
                 "arithmetic): it may alias an input")
     order = {n: i for i, n in enumerate(node.graph.nodes)}
-    for u in x.users:
-        if u is not node and order[u] < order[node] and _name(u) in _VIEW_NAMES:
-            return f"{what}, and '{u.name}' takes a view of it first, which would see the write"
+    for t in chain:
+        for u in t.users:
+            if u is not node and order[u] < order[node] and _name(u) in _VIEW_NAMES:
+                return (f"{what}, and '{u.name}' takes a view of it first, which would see "
+                        "the write")
     return None
 
 
 def redirect_later_uses(op: ScatterOp, node: fx.Node, new: fx.Node) -> None:
-    """After an in-place node became `new`: every reader of the mutated tensor that runs after
-    the node reads `new` instead. `new` is marked as a new tensor (a chain of in-place writes
-    then becomes a chain of functional ones)."""
+    """After an in-place node became `new`: every reader of the mutated tensor (under any of
+    its names, see `written_chain`) that runs after the node reads `new` instead. `new` is
+    marked as a new tensor (a chain of in-place writes becomes a chain of functional ones)."""
     if not op.inplace:
         return
     new.meta[FRESH] = True
     order = {n: i for i, n in enumerate(node.graph.nodes)}
-    for u in list(op.x.users):
-        if u is not node and u is not new and order[u] > order[node]:
-            u.replace_input_with(op.x, new)
+    for t in written_chain(op.x):
+        for u in list(t.users):
+            if u is not node and u is not new and u in order and order[u] > order[node]:
+                u.replace_input_with(t, new)
 
 
 # ---- numerics helpers -------------------------------------------------------------------
