@@ -46,6 +46,14 @@ _ATEN: dict[object, frozenset[str]] = {
     aten.index_copy: frozenset({"ScatterND"}),
     aten.slice_scatter: frozenset({"ScatterND"}),
     aten.select_scatter: frozenset({"ScatterElements"}),
+    aten.index_fill: frozenset({"ScatterND"}),
+    aten.index_fill_: frozenset({"ScatterND"}),
+    aten.scatter_: frozenset({"ScatterElements"}),
+    aten.scatter_add_: frozenset({"ScatterElements"}),
+    aten.scatter_reduce_: frozenset({"ScatterElements"}),
+    aten.index_add_: frozenset({"ScatterND"}),
+    aten.index_copy_: frozenset({"ScatterND"}),
+    aten.masked_scatter_: frozenset({_G, "ScatterND", "NonZero"}),
 }
 _TORCH: dict[object, frozenset[str]] = {
     torch.gather: frozenset({_GE}),
@@ -65,6 +73,11 @@ _TORCH: dict[object, frozenset[str]] = {
     torch.index_copy: frozenset({"ScatterND"}),
     torch.slice_scatter: frozenset({"ScatterND"}),
     torch.select_scatter: frozenset({"ScatterElements"}),
+    torch.scatter_reduce: frozenset({"ScatterElements"}),
+    torch.index_put: frozenset({"ScatterND"}),
+    torch.index_put_: frozenset({"ScatterND"}),
+    torch.index_fill: frozenset({"ScatterND"}),
+    torch.masked_scatter: frozenset({_G, "ScatterND", "NonZero"}),
 }
 _METHODS: dict[str, frozenset[str]] = {
     "gather": frozenset({_GE}), "take_along_dim": frozenset({_GE}),
@@ -77,6 +90,10 @@ _METHODS: dict[str, frozenset[str]] = {
     "index_put": frozenset({"ScatterND"}), "index_put_": frozenset({"ScatterND"}),
     "index_add": frozenset({"ScatterND"}), "index_add_": frozenset({"ScatterND"}),
     "index_copy": frozenset({"ScatterND"}), "index_copy_": frozenset({"ScatterND"}),
+    "index_fill": frozenset({"ScatterND"}), "index_fill_": frozenset({"ScatterND"}),
+    "scatter_reduce": frozenset({"ScatterElements"}),
+    "scatter_reduce_": frozenset({"ScatterElements"}),
+    "slice_scatter": frozenset({"ScatterND"}), "select_scatter": frozenset({"ScatterElements"}),
 }
 _MODULES: dict[type, frozenset[str]] = {
     nn.Embedding: frozenset({_G}),
