@@ -8,7 +8,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.fx as fx
@@ -66,7 +66,8 @@ def _check_model(model: Any, inputs: tuple[Any, ...] | None) -> None:
 def _passes() -> list[RewritePass]:
     from fxlower.passes import PASSES  # the registry lives in the shipped passes package
 
-    return PASSES
+    registry: list[RewritePass] = PASSES
+    return registry
 
 
 def _lower_once(
@@ -258,7 +259,7 @@ def _bisect(
 
 def report_of(lowered: fx.GraphModule) -> Report:
     """The report `lower` attached to its result."""
-    return getattr(lowered, REPORT_ATTR)
+    return cast(Report, getattr(lowered, REPORT_ATTR))
 
 
 def export(
@@ -305,6 +306,7 @@ def onnx_export(module: torch.nn.Module, inputs: tuple[Any, ...], path: str | os
     with warnings.catch_warnings(), contextlib.redirect_stdout(buf):
         warnings.simplefilter("ignore")
         prog = torch.onnx.export(module, inputs, dynamo=True, verbose=False)
+        assert prog is not None  # the dynamo exporter always returns its ONNXProgram
         prog.save(str(path), external_data=False)
 
 

@@ -8,6 +8,7 @@ early warning; the proof is the exported file (`fxlower.check`).
 from __future__ import annotations
 
 import operator
+from typing import TYPE_CHECKING, cast
 
 import torch
 import torch.fx as fx
@@ -15,6 +16,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .graph import get_attr, spec
+
+if TYPE_CHECKING:
+    from .targets import Target
 
 aten = torch.ops.aten
 
@@ -158,7 +162,8 @@ def census(gm: fx.GraphModule, forbidden: frozenset[str]) -> dict[str, int]:
 def _name(n: fx.Node) -> str:
     t = n.target
     if n.op == "call_module":
-        return "nn." + type(get_attr(n.graph.owning_module, str(t))).__name__  # type: ignore[arg-type]
+        gm = cast(fx.GraphModule, n.graph.owning_module)  # call_module: a module's graph
+        return "nn." + type(get_attr(gm, str(t))).__name__
     if n.op == "call_method":
         return f"Tensor.{t}"
     if isinstance(t, torch._ops.OpOverload):
@@ -182,8 +187,8 @@ FAMILY_OPS: frozenset[str] = frozenset().union(
 )
 
 
-def forbidden_by(target: object) -> frozenset[str]:
+def forbidden_by(target: Target | None) -> frozenset[str]:
     """The census ops a target lacks (None: the gather family, the first issue's default)."""
     if target is None:
         return frozenset({_G, _GE, _GND})
-    return frozenset(op for op in FAMILY_OPS if not target.allows(op))  # type: ignore[attr-defined]
+    return frozenset(op for op in FAMILY_OPS if not target.allows(op))

@@ -304,8 +304,8 @@ def check_model(
     if not isinstance(model, ModelProto):
         raise TypeError(f"check_model expects an onnx.ModelProto, got {type(model).__name__}")
     resolved = _resolve_target(target, forbid=forbid, allow=allow)
-    forbidden: _Matcher = resolved._forbid_matcher  # type: ignore[attr-defined]
-    allowed: _Matcher | None = resolved._allow_matcher  # type: ignore[attr-defined]
+    forbidden: _Matcher = resolved._forbid_matcher
+    allowed: _Matcher | None = resolved._allow_matcher
 
     functions = {
         (_norm_domain(_text(f.domain)), _text(f.name), _text(getattr(f, "overload", "")))
@@ -473,7 +473,7 @@ def _tensor_uses(model: ModelProto) -> dict[str, list[tuple[str, str, int]]]:
 def _shape_data_only(name: str, uses: dict[str, list[tuple[str, str, int]]]) -> bool:
     """True when every use of ``name`` is an int64 shape-data input (:data:`INT64_SHAPE_INPUTS`)."""
     found = uses.get(name)
-    return bool(found) and all(
+    return found is not None and bool(found) and all(
         domain == "" and position in INT64_SHAPE_INPUTS.get(op_type, ())
         for domain, op_type, position in found
     )

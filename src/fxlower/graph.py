@@ -12,12 +12,15 @@ Constants: a node is *constant* when its value cannot depend on the model's inpu
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.fx as fx
 from torch.fx.proxy import GraphAppendingTracer, Proxy
+
+from .kernels import Tensor  # a torch.Tensor or an fx Proxy: torch's stubs know no Proxy
 
 VAL = "fxl_val"
 
@@ -134,7 +137,8 @@ def const_value(gm: fx.GraphModule, node: Any, _memo: dict[fx.Node, Any] | None 
         v = get_attr(gm, str(node.target))
     elif node.op == "call_function":
         with torch.no_grad():
-            v = node.target(*ev(node.args), **ev(node.kwargs))  # type: ignore[operator]
+            fn = cast(Callable[..., Any], node.target)  # call_function: a callable target
+            v = fn(*ev(node.args), **ev(node.kwargs))
     elif node.op == "call_method":
         self_obj, *rest = ev(node.args)
         with torch.no_grad():
@@ -176,10 +180,10 @@ class Builder:
     def __exit__(self, *exc: Any) -> None:
         self._insert.__exit__(*exc)
 
-    def proxy(self, node: fx.Node) -> Proxy:
+    def proxy(self, node: fx.Node) -> Tensor:
         return Proxy(node, self.tracer)
 
-    def const(self, t: torch.Tensor, hint: str) -> Proxy:
+    def const(self, t: torch.Tensor, hint: str) -> Tensor:
         t = t.detach().contiguous()
         digest = hashlib.sha1(
             str((t.dtype, tuple(t.shape))).encode() + t.cpu().numpy().tobytes()
@@ -196,6 +200,13 @@ class Builder:
             self.gm.register_buffer(name, t, persistent=False)
             cache[digest] = name
         return Proxy(self.graph.get_attr(name), self.tracer)
+
+
+def node_of(p: Tensor) -> fx.Node:
+    """The node a proxy written by `Builder` code stands for (torch ops on proxies are typed
+    as returning tensors)."""
+    node: fx.Node = p.node
+    return node
 
 
 class EagerBuilder:

@@ -44,7 +44,7 @@ import math
 import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeGuard, cast
 
 import torch
 import torch.fx as fx
@@ -102,8 +102,10 @@ def _module(node: fx.Node) -> nn.Module | None:
     if node.op != "call_module":
         return None
     gm = node.graph.owning_module
+    if gm is None:  # a graph without a module has no submodules
+        return None
     try:
-        return g.get_attr(gm, str(node.target))  # type: ignore[arg-type]
+        return cast(nn.Module, g.get_attr(gm, str(node.target)))  # call_module: a module
     except AttributeError:
         return None
 
@@ -121,7 +123,7 @@ def _is_linear_module(mod: nn.Module) -> bool:
     return isinstance(mod, nn.Linear) and type(mod).forward is nn.Linear.forward
 
 
-def _is_bn_module(mod: nn.Module) -> bool:
+def _is_bn_module(mod: nn.Module) -> TypeGuard[nn.modules.batchnorm._BatchNorm]:
     base = nn.modules.batchnorm._BatchNorm
     return (isinstance(mod, base) and type(mod).forward is base.forward
             and not isinstance(mod, nn.modules.lazy.LazyModuleMixin))
@@ -139,7 +141,7 @@ def _weight_rank(w: Any) -> int | None:
     if s is not None:
         return s.rank
     if isinstance(w, fx.Node) and w.op == "get_attr":
-        v = g.get_attr(w.graph.owning_module, str(w.target))  # type: ignore[arg-type]
+        v = g.get_attr(cast(fx.GraphModule, w.graph.owning_module), str(w.target))
         return v.dim() if isinstance(v, torch.Tensor) else None
     return None
 
@@ -260,7 +262,7 @@ def _const(node: Any, what: str, owner: str) -> torch.Tensor | None | str:
     gm = node.graph.owning_module if isinstance(node, fx.Node) else None
     if isinstance(node, fx.Node) and not g.is_const(node):
         return f"the {what} of '{owner}' is computed from the model's inputs, not a constant"
-    v = g.const_value(gm, node) if gm is not None else node  # type: ignore[arg-type]
+    v = g.const_value(gm, node) if gm is not None else node
     if not isinstance(v, torch.Tensor):
         return f"the {what} of '{owner}' is not a tensor"
     return v.detach()
@@ -306,27 +308,27 @@ def layer(node: fx.Node) -> Layer | str:
     shared = _shared(node, name)
     if shared:
         return shared
-    mod = _module(node)
+    mod = cast("nn.Linear | nn.modules.conv._ConvNd | None", _module(node))  # family() said so
     if mod is not None:
         x = node.args[0] if node.args else node.kwargs.get("input")
         if not isinstance(x, fx.Node):
             return f"the input of '{name}' is not a tensor node"
-        w = mod.weight.detach()
-        b = None if mod.bias is None else mod.bias.detach()
-        if not w.dtype.is_floating_point:
-            return f"the weight of '{name}' is not floating point ({w.dtype})"
+        mw = mod.weight.detach()
+        mb = None if mod.bias is None else mod.bias.detach()
+        if not mw.dtype.is_floating_point:
+            return f"the weight of '{name}' is not floating point ({mw.dtype})"
         if isinstance(mod, nn.Linear):
-            return Layer(node, x, name, "nn.Linear", 0, w, b, (), (), (), 1, "zeros")
+            return Layer(node, x, name, "nn.Linear", 0, mw, mb, (), (), (), 1, "zeros")
         dims = _conv_module_dims(mod) or 0
         stride, dilation = _tuple(mod.stride, dims), _tuple(mod.dilation, dims)
-        k = tuple(int(s) for s in w.shape[2:])
+        k = tuple(int(s) for s in mw.shape[2:])
         if isinstance(mod.padding, str):
             pad = (0,) * dims if mod.padding == "valid" else _same_padding(k, dilation, name)
             if isinstance(pad, str):
                 return pad
         else:
             pad = _tuple(mod.padding, dims)
-        return Layer(node, x, name, f"nn.{type(mod).__name__}", dims, w, b, stride, pad,
+        return Layer(node, x, name, f"nn.{type(mod).__name__}", dims, mw, mb, stride, pad,
                      dilation, int(mod.groups), str(mod.padding_mode))
     t = node.target
     if fam == "linear":
@@ -414,7 +416,8 @@ def norm(node: fx.Node) -> Norm | str:
             type(mod))
         mean = None if mod.running_mean is None else mod.running_mean.detach()
         var = None if mod.running_var is None else mod.running_var.detach()
-        return Norm(node, node, node.args[0], name, f"nn.{type(mod).__name__}", mean, var,  # type: ignore[arg-type]
+        x_in = cast(fx.Node, node.args[0])  # a module call's input: the traced tensor
+        return Norm(node, node, x_in, name, f"nn.{type(mod).__name__}", mean, var,
                     None if mod.weight is None else mod.weight.detach(),
                     None if mod.bias is None else mod.bias.detach(), float(mod.eps),
                     bool(mod.training), bool(mod.training) or mean is None or var is None,
@@ -424,7 +427,7 @@ def norm(node: fx.Node) -> Norm | str:
     if t in _BN_TUPLE_OPS:
         a = _bind(node)
         out = _bn_output(node)
-        spelling = "aten." + t._schema.name.split("::")[-1]  # type: ignore[union-attr]
+        spelling = "aten." + t._schema.name.split("::")[-1]
         training = t is not aten._native_batch_norm_legit_no_training.default and bool(
             a.get("training", True))
         if t is aten._native_batch_norm_legit_functional.default:
@@ -629,12 +632,14 @@ def make_module(m: Geom, weight: torch.Tensor, bias: torch.Tensor | None) -> nn.
     """A fresh nn.Conv*d / nn.Linear holding `weight` and `bias` (cast to `m.dtype`)."""
     kw: dict[str, Any] = {"device": "cpu", "dtype": m.dtype}
     if m.dims == 0:
-        mod = nn.utils.skip_init(nn.Linear, m.cin, m.cout, bias=bias is not None, **kw)
+        mod: nn.Linear | nn.modules.conv._ConvNd = nn.utils.skip_init(  # type: ignore[no-untyped-call]
+            nn.Linear, m.cin, m.cout, bias=bias is not None, **kw)
     else:
         cls = (nn.Conv1d, nn.Conv2d, nn.Conv3d)[m.dims - 1]
-        mod = nn.utils.skip_init(cls, m.cin, m.cout, m.k, stride=m.stride, padding=m.padding,
-                                 dilation=m.dilation, groups=m.groups,
-                                 bias=bias is not None, padding_mode=m.padding_mode, **kw)
+        mod = nn.utils.skip_init(  # type: ignore[no-untyped-call]
+            cls, m.cin, m.cout, m.k, stride=m.stride, padding=m.padding,
+            dilation=m.dilation, groups=m.groups,
+            bias=bias is not None, padding_mode=m.padding_mode, **kw)
     with torch.no_grad():
         mod.weight = nn.Parameter(weight.to(m.dtype).contiguous().clone())
         if bias is not None:

@@ -289,9 +289,9 @@ def _normalise_one(node: fx.Node, kind: str, gm: fx.GraphModule, e: _Emitter) ->
             return "max_norm renormalises the embedding table in place during the forward pass"
         if mod.scale_grad_by_freq:
             return "scale_grad_by_freq changes gradients, which a mask product would not reproduce"
-        w = e.get_attr(f"{node.target}.weight")
-        w = _padding_row_without_grad(e, w, mod.weight, mod.padding_idx, mod.training)
-        _finish(node, e.call(INDEX, w, [node.args[0]]))
+        table = e.get_attr(f"{node.target}.weight")
+        table = _padding_row_without_grad(e, table, mod.weight, mod.padding_idx, mod.training)
+        _finish(node, e.call(INDEX, table, [node.args[0]]))
         return None
 
     if kind == "embedding":
@@ -395,7 +395,7 @@ def _normalise_one(node: fx.Node, kind: str, gm: fx.GraphModule, e: _Emitter) ->
         if sx.rank != si.rank:
             return "take_along_dim with inputs of different ranks"
         dim = dim % sx.rank
-        common = list(torch.broadcast_shapes(
+        common = list(torch.broadcast_shapes(  # type: ignore[no-untyped-call]
             tuple(1 if d == dim else s for d, s in enumerate(sx.shape)),
             tuple(1 if d == dim else s for d, s in enumerate(si.shape)),
         ))

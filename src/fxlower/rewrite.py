@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.fx as fx
@@ -22,6 +22,9 @@ from . import census
 from . import graph as g
 from .report import Applied, Report, Skipped
 
+if TYPE_CHECKING:
+    from .targets import Target
+
 
 @dataclass(frozen=True)
 class Options:
@@ -29,7 +32,7 @@ class Options:
 
     assume_finite: bool = False  # the user promises float sources hold no NaN/inf/-0.0
     merge: str = "auto"  # "auto" | "always" | "never" (linear-chain merges)
-    target: Any = None  # a fxlower.targets.Target, or None for the generic target
+    target: Target | None = None  # None for the generic target
 
 
 @dataclass(frozen=True)

@@ -64,9 +64,10 @@ was -0.0 (IEEE: only then is a round-to-nearest sum -0.0).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.fx as fx
@@ -168,28 +169,29 @@ def scatter_op(node: fx.Node) -> ScatterOp | None:
     if not isinstance(x, fx.Node):
         return None
     spelling = prefix + (str(node.target) if prefix == "Tensor." else name + ("_" if inplace else ""))
-    common = {"kind": _KIND[name], "name": name, "spelling": spelling, "x": x, "inplace": inplace}
+    common = functools.partial(ScatterOp, kind=_KIND[name], name=name, spelling=spelling, x=x,
+                               inplace=inplace)
     if name in ("scatter", "scatter_add", "scatter_reduce"):
         reduce = a.get("reduce")
         accumulate = name == "scatter_add" or reduce in ("add", "sum")
-        return ScatterOp(
-            **common, dim=a.get("dim"), index=a.get("index"), src=a.get("src"),
+        return common(
+            dim=a.get("dim"), index=a.get("index"), src=a.get("src"),
             accumulate=accumulate, reduce=None if reduce in (None, "add", "sum") else reduce,
             include_self=bool(a.get("include_self", True)),
         )
     if name == "index_put":
-        return ScatterOp(**common, indices=tuple(a.get("indices") or ()), src=a.get("values"),
-                         accumulate=bool(a.get("accumulate", False)))
+        return common(indices=tuple(a.get("indices") or ()), src=a.get("values"),
+                      accumulate=bool(a.get("accumulate", False)))
     if name in ("index_add", "index_copy", "index_fill"):
         src = a.get("value") if name == "index_fill" else a.get("source")
-        return ScatterOp(**common, dim=a.get("dim"), index=a.get("index"), src=src,
-                         accumulate=name == "index_add", alpha=a.get("alpha", 1))
+        return common(dim=a.get("dim"), index=a.get("index"), src=src,
+                      accumulate=name == "index_add", alpha=a.get("alpha", 1))
     if name == "masked_scatter":
-        return ScatterOp(**common, mask=a.get("mask"), src=a.get("source"))
+        return common(mask=a.get("mask"), src=a.get("source"))
     if name == "slice_scatter":
-        return ScatterOp(**common, src=a.get("src"), dim=a.get("dim", 0), start=a.get("start"),
-                         end=a.get("end"), step=a.get("step", 1))
-    return ScatterOp(**common, src=a.get("src"), dim=a.get("dim"), index=a.get("index"))
+        return common(src=a.get("src"), dim=a.get("dim", 0), start=a.get("start"),
+                      end=a.get("end"), step=a.get("step", 1))
+    return common(src=a.get("src"), dim=a.get("dim"), index=a.get("index"))
 
 
 def remaining(gm: fx.GraphModule) -> list[str]:
@@ -245,7 +247,8 @@ def _name(node: fx.Node) -> str:
     if isinstance(t, str):
         return t
     if isinstance(t, torch._ops.OpOverload):
-        return t.overloadpacket.__name__
+        packet: str = t.overloadpacket.__name__
+        return packet
     return getattr(t, "__name__", str(t))
 
 
@@ -262,7 +265,7 @@ def written_chain(x: fx.Node) -> list[fx.Node]:
     into: every node in the list stands for the same storage."""
     chain = [x]
     while _writes_in_place(chain[-1]):
-        chain.append(chain[-1].args[0])  # type: ignore[arg-type]
+        chain.append(cast(fx.Node, chain[-1].args[0]))  # a Node: _writes_in_place checked
     return chain
 
 

@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fxlower.check import DEFAULT_FORBIDDEN, _Matcher, parse_op_list, parse_op_name
 from fxlower.errors import LoweringError
@@ -92,6 +92,9 @@ class Target:
     date: str = ""
     notes: Mapping[str, str] = field(default_factory=dict, hash=False, repr=False)
     remarks: tuple[str, ...] = field(default=(), repr=False)
+    if TYPE_CHECKING:  # set in __post_init__; declared for the type checker only (not fields)
+        _forbid_matcher: _Matcher = field(init=False, repr=False, compare=False)
+        _allow_matcher: _Matcher | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -113,15 +116,15 @@ class Target:
     def forbids(self, op_type: str, domain: str = "") -> bool:
         """True when the op is on the forbid list (``op_type`` may be ``"domain::Op"``)."""
         domain, op_type = _split(op_type, domain)
-        return self._forbid_matcher.matches(domain, op_type, calls_function=False)  # type: ignore[attr-defined]
+        return self._forbid_matcher.matches(domain, op_type, calls_function=False)
 
     def allows(self, op_type: str, domain: str = "") -> bool:
         """True when a node of this op passes the target: not forbidden, and allowed when the
         target has an allow list.  ``op_type`` may be ``"domain::Op"``."""
         domain, op_type = _split(op_type, domain)
-        if self._forbid_matcher.matches(domain, op_type, calls_function=False):  # type: ignore[attr-defined]
+        if self._forbid_matcher.matches(domain, op_type, calls_function=False):
             return False
-        allowed = self._allow_matcher  # type: ignore[attr-defined]
+        allowed = self._allow_matcher
         return allowed is None or allowed.matches(domain, op_type, calls_function=False)
 
     def forbidden_in(self, op_types: Iterable[str]) -> set[str]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch.utils import _pytree as pytree
@@ -50,7 +50,7 @@ def draw_like(inputs: tuple[Any, ...], seed: int) -> tuple[Any, ...]:
         lo, hi = (int(t.min()), int(t.max())) if t.numel() else (0, 0)
         return torch.randint(lo, hi + 1, t.shape, generator=gen, dtype=torch.int64).to(t.dtype)
 
-    return pytree.tree_map(one, inputs)
+    return cast(tuple[Any, ...], pytree.tree_map(one, inputs))
 
 
 def _to_double(x: Any) -> Any:
