@@ -33,12 +33,13 @@ run-time indices give zeros where torch would raise.
 from __future__ import annotations
 
 import math
+from typing import Any, cast
 
 import torch
 import torch.fx as fx
 
 from fxlower import kernels
-from fxlower.graph import Builder
+from fxlower.graph import Builder, node_of
 from fxlower.normalise import GATHER
 from fxlower.rewrite import Context, Plan, RewritePass, Skip
 
@@ -99,15 +100,15 @@ class GatherToMaskMatmul(RewritePass):
         return node.op == "call_function" and node.target is GATHER
 
     def check(self, node: fx.Node, ctx: Context) -> Plan | Skip:
-        x, dim, idx = node.args[:3]
+        x, dim_arg, idx = node.args[:3]
         sx, si = ctx.spec(x), ctx.spec(idx)
-        if sx is None or si is None:
+        if sx is None or si is None or not isinstance(idx, fx.Node):  # (no spec: not a node)
             return Skip("shapes unknown: pass example_inputs so the mask size is static")
         rank = sx.rank
-        dim = int(dim) % max(rank, 1)  # type: ignore[arg-type]
+        dim = int(cast(int, dim_arg)) % max(rank, 1)  # aten.gather's dim is an int
         n, k = sx.shape[dim], si.shape[dim]
-        data = {"dim": dim, "n": n, "k": k, "x_shape": sx.shape, "idx_shape": si.shape,
-                "dtype": sx.dtype, "known_finite": known_finite(x, ctx)}  # type: ignore[arg-type]
+        data: dict[str, Any] = {"dim": dim, "n": n, "k": k, "x_shape": sx.shape, "idx_shape": si.shape,
+                "dtype": sx.dtype, "known_finite": known_finite(x, ctx)}
         const = ctx.is_const(idx)
         if const:
             v = ctx.value(idx).to(torch.int64)
@@ -120,9 +121,11 @@ class GatherToMaskMatmul(RewritePass):
             core = v[tuple(slice(0, c) for c in core_shape)]
             data["core_value"] = core
         else:
-            core_node, core_shape = broadcast_core(idx, ctx)  # type: ignore[arg-type]
+            core_node, core_shape = broadcast_core(idx, ctx)
+            own = ctx.spec(core_node)
+            assert own is not None  # broadcast_core returns a node with a spec
             data["core_node"] = core_node
-            data["core_own_shape"] = ctx.spec(core_node).shape  # type: ignore[union-attr]
+            data["core_own_shape"] = own.shape
         data["core_shape"] = core_shape
         bdims = [d for d in range(rank) if d != dim and core_shape[d] > 1]
         rdims = [d for d in range(rank) if d != dim and core_shape[d] == 1]
@@ -162,7 +165,7 @@ class GatherToMaskMatmul(RewritePass):
     def replace(self, node: fx.Node, plan: Plan, b: Builder) -> fx.Node:
         d = plan.data
         dim, xs, ish = d["dim"], d["x_shape"], d["idx_shape"]
-        x = b.proxy(node.args[0])  # type: ignore[arg-type]
+        x = b.proxy(cast(fx.Node, node.args[0]))
         # torch.gather reads x only up to idx's extent along the other dims
         cut = tuple(slice(0, ish[i]) if i != dim and ish[i] < xs[i] else slice(None)
                     for i in range(len(xs)))
@@ -170,13 +173,13 @@ class GatherToMaskMatmul(RewritePass):
             x = x[cut]
         xshape = tuple(xs[i] if i == dim else ish[i] for i in range(len(xs)))
         if d.get("elementwise"):
-            idx = d["core_value"] if "core_value" in d else b.proxy(node.args[2])  # type: ignore[arg-type]
+            idx = d["core_value"] if "core_value" in d else b.proxy(cast(fx.Node, node.args[2]))
             if "core_value" in d:
                 idx = idx.expand(ish) if tuple(idx.shape) != tuple(ish) else idx
-            return kernels.gather_elements(
+            return node_of(kernels.gather_elements(
                 b, x, dim, idx, x_shape=xshape, dtype=d["dtype"], known_finite=d["known_finite"],
                 fm=d["fm"],
-            ).node
+            ))
         bdims, rdims, n, k = d["bdims"], d["rdims"], d["n"], d["k"]
         order = bdims + [dim] + rdims
         if order != list(range(len(xs))):
@@ -202,5 +205,5 @@ class GatherToMaskMatmul(RewritePass):
         if order != list(range(len(xs))):
             inv = [order.index(i) for i in range(len(xs))]
             y = y.permute(*inv)
-        return y.node
+        return node_of(y)
 

@@ -50,13 +50,15 @@ mask K*N; broadcast values: K*N compares only; sums pre*N*K*post adds (unrolled)
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.fx as fx
 
 from fxlower import kernels
 from fxlower import scatter_ops as so
-from fxlower.graph import Builder
+from fxlower.graph import Builder, node_of
+from fxlower.kernels import Tensor
 from fxlower.rewrite import Context, Plan, RewritePass, Skip
 
 from .index_to_mask_matmul import known_finite
@@ -83,12 +85,13 @@ class IndexPutToMaskMatmul(RewritePass):
             return Skip("the written value is neither a tensor nor a number")
         indices = so.index_list(op, sx.rank)
         pos = [p for p, t in enumerate(indices) if t is not None]
-        specs = [ctx.spec(indices[p]) for p in pos]
-        if not pos or any(s is None for s in specs):
+        maybe_specs = [ctx.spec(indices[p]) for p in pos]
+        specs = [s for s in maybe_specs if s is not None]
+        if not pos or len(specs) != len(maybe_specs):
             return Skip("index shapes unknown: pass example_inputs")
         vshape = tuple(sv.shape) if sv is not None else ()
         vnumel = math.prod(vshape)
-        if any(s.dtype in _MASK for s in specs):  # type: ignore[union-attr]
+        if any(s.dtype in _MASK for s in specs):
             if len(pos) != 1:
                 return Skip("a boolean mask index combined with other indices")
             if vnumel != 1:
@@ -105,16 +108,16 @@ class IndexPutToMaskMatmul(RewritePass):
             return Skip(problem)
         if sv is not None and sv.dtype != sx.dtype:
             return Skip(f"the values have dtype {sv.dtype}, the tensor written into {sx.dtype}")
-        data: dict = {"op": op, "pos": pos, "dtype": sx.dtype, "x_shape": sx.shape,
-                      "rank": sx.rank, "x_finite": known_finite(op.x, ctx),
-                      "idx_dtypes": [s.dtype for s in specs]}  # type: ignore[union-attr]
+        data: dict[str, Any] = {"op": op, "pos": pos, "dtype": sx.dtype, "x_shape": sx.shape,
+                                "rank": sx.rank, "x_finite": known_finite(op.x, ctx),
+                                "idx_dtypes": [s.dtype for s in specs]}
         if tensor_v:
-            data["v_finite"] = known_finite(op.src, ctx)  # type: ignore[arg-type]
+            data["v_finite"] = known_finite(op.src, ctx)
         else:
             v = torch.tensor(op.src, dtype=sx.dtype)
             data["v_finite"] = not bool(so.is_negzero(v)) if sx.dtype.is_floating_point else True
-        if specs[0].dtype in _MASK:  # type: ignore[union-attr]
-            p, ms = pos[0], specs[0].shape  # type: ignore[union-attr]
+        if specs[0].dtype in _MASK:
+            p, ms = pos[0], specs[0].shape
             if tuple(sx.shape[p:p + len(ms)]) != tuple(ms):
                 return Skip(f"the mask's shape {tuple(ms)} does not match the indexed dims")
             data.update(mask=True, mask_pos=p, mask_shape=tuple(ms))
@@ -122,9 +125,9 @@ class IndexPutToMaskMatmul(RewritePass):
             return Plan(detail=f"boolean mask index with one value: Where({verb})", data=data)
 
         flat = op.indices is None  # index_add / index_copy / index_fill: a vector index
-        shapes = [(math.prod(s.shape),) if flat else s.shape for s in specs]  # type: ignore[union-attr]
+        shapes = [(math.prod(s.shape),) if flat else s.shape for s in specs]
         try:
-            shape_s = tuple(torch.broadcast_shapes(*shapes))
+            shape_s = tuple(torch.broadcast_shapes(*shapes))  # type: ignore[no-untyped-call]
         except RuntimeError:
             return Skip("the index tensors do not broadcast together")
         sizes = [sx.shape[p] for p in pos]
@@ -141,7 +144,8 @@ class IndexPutToMaskMatmul(RewritePass):
             result = shape_s + tuple(sx.shape[d] for d in others)
             s_at = 0
         try:
-            if tuple(torch.broadcast_shapes(vshape, result)) != tuple(result):
+            if tuple(torch.broadcast_shapes(  # type: ignore[no-untyped-call]
+                    vshape, result)) != tuple(result):
                 raise RuntimeError
         except RuntimeError:
             return Skip(f"the values' shape {vshape} does not broadcast to the indexing "
@@ -195,36 +199,36 @@ class IndexPutToMaskMatmul(RewritePass):
         else:
             v = b.const(torch.tensor(op.src, dtype=dtype), "index_put_value")
         if d.get("mask"):
-            out = self._mask(b, op, x, v, d).node
+            out = node_of(self._mask(b, op, x, v, d))
         else:
-            out = self._rows(b, op, x, v, d).node
+            out = node_of(self._rows(b, op, x, v, d))
         so.redirect_later_uses(op, node, out)
         return out
 
     @staticmethod
-    def _mask(b: Builder, op: so.ScatterOp, x: object, v: object, d: dict) -> object:
+    def _mask(b: Builder, op: so.ScatterOp, x: Tensor, v: Tensor, d: dict[str, Any]) -> Tensor:
         p, ms, rank = d["mask_pos"], d["mask_shape"], d["rank"]
         m = b.proxy(so.index_list(op, rank)[p])
         if d["idx_dtypes"][0] != torch.bool:
             m = m.to(torch.bool)
         if rank - p - len(ms):
             m = m.reshape(tuple(ms) + (1,) * (rank - p - len(ms)))
-        v = v.reshape(())  # type: ignore[attr-defined]
+        v = v.reshape(())
         dtype = d["dtype"]
         if not op.accumulate:
             return so.select(m, v, x, dtype, signed=not d["v_finite"])
         if not dtype.is_floating_point:
             wdt = kernels.work_dtype(dtype)
-            return torch.where(m, (x.to(wdt) + v.to(wdt)).to(dtype), x)  # type: ignore[attr-defined]
+            return torch.where(m, (x.to(wdt) + v.to(wdt)).to(dtype), x)
         acc_dt, step_round = so.accumulate_dtype("index_put", dtype, rank, p)
         return so.unrolled_sum(x, lambda j: m, lambda j: v, 1, dtype, acc_dt, step_round,
                                signed=not (d["x_finite"] or d["v_finite"]))
 
     @staticmethod
-    def _rows(b: Builder, op: so.ScatterOp, x: object, v: object, d: dict) -> object:
+    def _rows(b: Builder, op: so.ScatterOp, x: Tensor, v: Tensor, d: dict[str, Any]) -> Tensor:
         pos, sizes, n, k, pre, post = d["pos"], d["sizes"], d["n"], d["k"], d["pre"], d["post"]
         rank, dtype = d["rank"], d["dtype"]
-        xp = x if d["adjacent"] else x.permute(*pos, *d["others"])  # type: ignore[attr-defined]
+        xp = x if d["adjacent"] else x.permute(*pos, *d["others"])
         x3 = xp.reshape(pre, n, post)
         if "lin" in d:
             lin = d["lin"]
@@ -242,18 +246,18 @@ class IndexPutToMaskMatmul(RewritePass):
                 term = torch.where(i < 0, i + size, i)
                 term = term * stride if stride != 1 else term
                 lin = term if lin is None else lin + term
-            lin = lin.expand(d["shape_s"]).reshape(-1)  # type: ignore[union-attr]
+            lin = lin.expand(d["shape_s"]).reshape(-1)
         result, aligned = d["result"], d["aligned"]
         if d["broadcast_value"]:
             rest = [aligned[i] for i in range(len(result)) if i not in d["s_dims"]]
             full = [result[i] for i in range(len(result)) if i not in d["s_dims"]]
-            vb = v.reshape(rest).expand(full)  # type: ignore[attr-defined]
+            vb = v.reshape(rest).expand(full)
             if op.accumulate:  # every writer adds the same row
                 v3 = vb.reshape(pre, 1, post).expand(pre, k, post)
             else:
                 v3 = vb.reshape(pre, 1, post)
         else:
-            v3 = v.expand(result).reshape(pre, k, post)  # type: ignore[attr-defined]
+            v3 = v.expand(result).reshape(pre, k, post)
         if op.name == "index_add" and op.alpha != 1:
             v3 = v3 * op.alpha
         r = so.Rows(pre=pre, n=n, post=post, k=k, batched=False, dtype=dtype,

@@ -37,19 +37,21 @@ Cost: pre*K*N*post multiply-adds (K = numel(S)); mask K*N elements.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import cast
 
 import torch
 import torch.fx as fx
 
 from fxlower import kernels
-from fxlower.graph import Builder, is_param_or_buffer
+from fxlower.graph import Builder, is_param_or_buffer, node_of
 from fxlower.normalise import INDEX
 from fxlower.rewrite import Context, Plan, RewritePass, Skip
 
 MAX_RUNS = 16
 
 
-def known_finite(node: fx.Node, ctx: Context) -> bool:
+def known_finite(node: fx.node.Argument, ctx: Context) -> bool:
     """True when the source cannot hold NaN/inf/-0.0 worth a code path: not a float, the
     user said so, or a parameter/buffer whose values are all finite and not -0.0 now."""
     s = ctx.spec(node)
@@ -68,18 +70,21 @@ class IndexToMaskMatmul(RewritePass):
         return node.op == "call_function" and node.target is INDEX
 
     def check(self, node: fx.Node, ctx: Context) -> Plan | Skip:
-        x, indices = node.args
+        x, indices_arg = node.args
+        indices = cast("Sequence[fx.Node | None]", indices_arg)  # aten.index.Tensor's list
         sx = ctx.spec(x)
-        if sx is None:
+        if not isinstance(x, fx.Node) or sx is None:  # (spec is None for a non-node)
             return Skip("shapes unknown: pass example_inputs so the mask size is static")
-        pos = [p for p, t in enumerate(indices) if t is not None]  # type: ignore[arg-type]
-        specs = [ctx.spec(indices[p]) for p in pos]  # type: ignore[index]
-        if any(s is None for s in specs):
+        pos = [p for p, t in enumerate(indices) if t is not None]
+        maybe_specs = [ctx.spec(indices[p]) for p in pos]
+        specs = [s for s in maybe_specs if s is not None]
+        if len(specs) != len(maybe_specs):
             return Skip("index shapes unknown: pass example_inputs")
-        if any(s.dtype in (torch.bool, torch.uint8) for s in specs):  # type: ignore[union-attr]
+        if any(s.dtype in (torch.bool, torch.uint8) for s in specs):
             return Skip("boolean mask index: the output shape depends on the data")
         sizes = [sx.shape[p] for p in pos]
-        shape_s = tuple(torch.broadcast_shapes(*[s.shape for s in specs]))  # type: ignore[union-attr]
+        shape_s = tuple(torch.broadcast_shapes(  # type: ignore[no-untyped-call]
+            *[s.shape for s in specs]))
         n = math.prod(sizes)
         k = math.prod(shape_s)
         adjacent = pos == list(range(pos[0], pos[-1] + 1))
@@ -93,10 +98,10 @@ class IndexToMaskMatmul(RewritePass):
             out_shape = shape_s + tuple(sx.shape[d] for d in others)
         data = {"pos": pos, "sizes": sizes, "n": n, "k": k, "pre": pre, "post": post,
                 "adjacent": adjacent, "others": others, "out_shape": out_shape,
-                "dtype": sx.dtype, "known_finite": known_finite(x, ctx)}  # type: ignore[arg-type]
+                "dtype": sx.dtype, "known_finite": known_finite(x, ctx)}
         where = f"{k} of {n} rows" + ("" if adjacent else " (indexed dims moved first)")
-        if all(ctx.is_const(indices[p]) for p in pos):  # type: ignore[index]
-            lin = self._linear(ctx, [ctx.value(indices[p]) for p in pos], sizes, shape_s)  # type: ignore[index]
+        if all(ctx.is_const(indices[p]) for p in pos):
+            lin = self._linear(ctx, [ctx.value(indices[p]) for p in pos], sizes, shape_s)
             if isinstance(lin, str):
                 return Skip(lin)
             pieces = kernels.runs(lin.tolist())
@@ -112,7 +117,7 @@ class IndexToMaskMatmul(RewritePass):
         if isinstance(fm, str):
             return Skip(fm)
         data["fm"] = fm
-        data["index_dtypes"] = [s.dtype for s in specs]  # type: ignore[union-attr]
+        data["index_dtypes"] = [s.dtype for s in specs]
         macs = pre * k * n * post
         code = "" if data["known_finite"] else " + non-finite code path"
         code += "" if fm.mask == "compare" else " (arithmetic mask)"
@@ -135,26 +140,27 @@ class IndexToMaskMatmul(RewritePass):
 
     def replace(self, node: fx.Node, plan: Plan, b: Builder) -> fx.Node:
         d = plan.data
-        x = b.proxy(node.args[0])  # type: ignore[arg-type]
+        x = b.proxy(cast(fx.Node, node.args[0]))
         if not d["adjacent"]:
             x = x.permute(*d["pos"], *d["others"])
         x3 = x.reshape(d["pre"], d["n"], d["post"])
         if "pieces" in d:
             y = kernels.slice_rows(x3, d["pieces"], d["n"])
-            return y.reshape(d["out_shape"]).node
+            return node_of(y.reshape(d["out_shape"]))
         if "lin" in d:
             lin = d["lin"]
         else:
-            indices, fm = node.args[1], d["fm"]
+            indices = cast("Sequence[fx.Node]", node.args[1])  # the positions `pos` hold nodes
+            fm = d["fm"]
             lin = None
             stride = d["n"]
             for p, size in zip(d["pos"], d["sizes"], strict=True):
-                i = b.proxy(indices[p])  # type: ignore[index]
+                i = b.proxy(indices[p])
                 stride //= size
                 term = kernels.wrap_negative(i, size, fm)
                 term = term * stride if stride != 1 else term
                 lin = term if lin is None else lin + term
-            lin = lin.reshape(-1)  # type: ignore[union-attr]
+            lin = lin.reshape(-1)
             if fm.mask == "compare" and fm.index_dtype == torch.int64 and any(
                 dt != torch.int64 for dt in d["index_dtypes"]
             ):
@@ -163,4 +169,4 @@ class IndexToMaskMatmul(RewritePass):
             b, x3, lin, pre=d["pre"], n=d["n"], post=d["post"], k=d["k"], batched=False,
             dtype=d["dtype"], known_finite=d["known_finite"], fm=d.get("fm", kernels.DEFAULT),
         )
-        return y.reshape(d["out_shape"]).node
+        return node_of(y.reshape(d["out_shape"]))

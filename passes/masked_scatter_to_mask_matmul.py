@@ -37,7 +37,7 @@ import torch.fx as fx
 
 from fxlower import kernels
 from fxlower import scatter_ops as so
-from fxlower.graph import Builder
+from fxlower.graph import Builder, node_of
 from fxlower.rewrite import Context, Plan, RewritePass, Skip
 
 from .index_to_mask_matmul import known_finite
@@ -57,7 +57,7 @@ class MaskedScatterToMaskMatmul(RewritePass):
         if sx is None or sm is None or ss is None:
             return Skip("shapes unknown: pass example_inputs so the mask size is static")
         try:
-            full = tuple(torch.broadcast_shapes(sx.shape, sm.shape))
+            full = tuple(torch.broadcast_shapes(sx.shape, sm.shape))  # type: ignore[no-untyped-call]
         except RuntimeError:
             return Skip("the mask does not broadcast with the tensor written into")
         if full != tuple(sx.shape):
@@ -71,7 +71,7 @@ class MaskedScatterToMaskMatmul(RewritePass):
         if ss.dtype != sx.dtype:
             return Skip(f"source has dtype {ss.dtype}, the tensor written into {sx.dtype}")
         ns = ss.numel
-        v_finite = known_finite(op.src, ctx)  # type: ignore[arg-type]
+        v_finite = known_finite(op.src, ctx)
         data = {"op": op, "m": m, "ns": ns, "x_shape": sx.shape, "mask_shape": sm.shape,
                 "mask_dtype": sm.dtype, "dtype": sx.dtype, "v_finite": v_finite}
         select = m * ns * (1 if v_finite or not sx.dtype.is_floating_point else 2)
@@ -105,7 +105,7 @@ class MaskedScatterToMaskMatmul(RewritePass):
         written = kernels.take_rows(b, src, pos, pre=1, n=ns, post=1, k=m, batched=False,
                                     dtype=dtype, known_finite=d["v_finite"]).reshape(m)
         out = so.select(mask, written, x, dtype, signed=not d["v_finite"])
-        out = out.reshape(d["x_shape"]).node
-        so.redirect_later_uses(op, node, out)
-        return out
+        out_node = node_of(out.reshape(d["x_shape"]))
+        so.redirect_later_uses(op, node, out_node)
+        return out_node
 

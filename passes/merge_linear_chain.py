@@ -25,7 +25,7 @@ merge="auto".
 
 from __future__ import annotations
 
-from fxlower.passes.merge_conv_chain import ChainMerge
+from .merge_conv_chain import ChainMerge
 
 
 class MergeLinearChain(ChainMerge):

@@ -45,12 +45,14 @@ path of float sources), mask B*K*N; sums B*K*N*R adds (unrolled) or MACs (matmul
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.fx as fx
 
 from fxlower import scatter_ops as so
-from fxlower.graph import Builder
+from fxlower.graph import Builder, node_of
+from fxlower.kernels import Tensor
 from fxlower.rewrite import Context, Plan, RewritePass, Skip
 
 from .gather_to_mask_matmul import broadcast_core
@@ -90,11 +92,11 @@ class ScatterToMaskMatmul(RewritePass):
             ss is not None and any(si.shape[d] > ss.shape[d] for d in range(sx.rank))
         ):
             return Skip("the index is larger than the source or the tensor written into")
-        data: dict = {"op": op, "dim": dim, "n": n, "k": k, "x_shape": sx.shape,
+        data: dict[str, Any] = {"op": op, "dim": dim, "n": n, "k": k, "x_shape": sx.shape,
                       "idx_shape": si.shape, "src_shape": ss.shape if ss else None,
                       "dtype": sx.dtype, "x_finite": known_finite(op.x, ctx)}
         if tensor_src:
-            data["v_finite"] = known_finite(op.src, ctx)  # type: ignore[arg-type]
+            data["v_finite"] = known_finite(op.src, ctx)
         else:
             v = torch.tensor(op.src, dtype=sx.dtype)
             data["v_finite"] = not bool(so.is_negzero(v)) if sx.dtype.is_floating_point else True
@@ -108,7 +110,7 @@ class ScatterToMaskMatmul(RewritePass):
             )
             data["core_value"] = iv[tuple(slice(0, c) for c in core_shape)]
         else:
-            core_node, core_shape = broadcast_core(op.index, ctx)  # type: ignore[arg-type]
+            core_node, core_shape = broadcast_core(op.index, ctx)
             data["core_node"] = core_node
             core_spec = ctx.spec(core_node)
             assert core_spec is not None
@@ -149,9 +151,9 @@ class ScatterToMaskMatmul(RewritePass):
         order = bdims + [dim] + rdims
         identity = order == list(range(rank))
 
-        def to3(t: object, mid: int) -> object:
-            t = t if identity else t.permute(*order)  # type: ignore[attr-defined]
-            return t.reshape(bsz, mid, rsz)  # type: ignore[attr-defined]
+        def to3(t: Tensor, mid: int) -> Tensor:
+            t = t if identity else t.permute(*order)
+            return t.reshape(bsz, mid, rsz)
 
         x = b.proxy(op.x)
         x3 = to3(so.cut(x, xs, region), n)
@@ -185,6 +187,6 @@ class ScatterToMaskMatmul(RewritePass):
         y = y3.reshape([ish[i] for i in bdims] + [n] + [ish[i] for i in rdims])
         if not identity:
             y = y.permute(*[order.index(i) for i in range(rank)])
-        out = so.paste(x, y, xs, region).node
+        out = node_of(so.paste(x, y, xs, region))
         so.redirect_later_uses(op, node, out)
         return out

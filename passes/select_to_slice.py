@@ -18,11 +18,12 @@ Cost: no multiply-adds, no mask.
 from __future__ import annotations
 
 import sys
+from typing import cast
 
 import torch
 import torch.fx as fx
 
-from fxlower.graph import Builder
+from fxlower.graph import Builder, node_of
 from fxlower.normalise import SELECT, _int_value
 from fxlower.rewrite import Context, Plan, RewritePass, Skip
 
@@ -34,7 +35,8 @@ class SelectToSlice(RewritePass):
         return node.op == "call_function" and node.target is SELECT
 
     def check(self, node: fx.Node, ctx: Context) -> Plan | Skip:
-        _, dim, index = node.args
+        _, dim_arg, index = node.args
+        dim = cast(int, dim_arg)  # aten.select.int takes an int dim
         i = _int_value(index)
         if i is None:
             return Skip("the index is not an int known when lowering")
@@ -48,7 +50,7 @@ class SelectToSlice(RewritePass):
                     data={"dim": dim, "start": i, "stop": stop})
 
     def replace(self, node: fx.Node, plan: Plan, b: Builder) -> fx.Node:
-        x = b.proxy(node.args[0])  # type: ignore[arg-type]
+        x = b.proxy(cast(fx.Node, node.args[0]))
         d = plan.data
         y = torch.ops.aten.slice.Tensor(x, d["dim"], d["start"], d["stop"])
-        return torch.ops.aten.squeeze.dim(y, d["dim"]).node
+        return node_of(torch.ops.aten.squeeze.dim(y, d["dim"]))

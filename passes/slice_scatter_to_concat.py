@@ -28,10 +28,13 @@ step > 1).
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.fx as fx
 
-from fxlower.graph import Builder
+from fxlower.graph import Builder, node_of
+from fxlower.kernels import Tensor
 from fxlower.normalise import _int_value
 from fxlower.rewrite import Context, Plan, RewritePass, Skip
 from fxlower.scatter_ops import dim_of, scatter_op
@@ -65,14 +68,15 @@ class SliceScatterToConcat(RewritePass):
             bounds += [_static(op.start, True), _static(op.end, True), _static(op.step)]
         if "dynamic" in bounds:
             return Skip("the written slice's bounds are not known when lowering (data-dependent)")
-        dim = dim_of(bounds[0], sx.rank)
+        known = cast("list[int | None]", bounds)  # no "dynamic" left
+        dim = dim_of(known[0], sx.rank)
         n = sx.shape[dim]
         if op.kind == "select_scatter":
-            i = int(bounds[1]) % n  # type: ignore[arg-type]
+            i = int(cast(int, known[1])) % n  # _static without none_ok: an int
             first, m, step = i, 1, 1
             want = sx.shape[:dim] + sx.shape[dim + 1:]
         else:
-            rng = range(n)[slice(bounds[1], bounds[2], bounds[3])]  # type: ignore[misc]
+            rng = range(n)[slice(known[1], known[2], known[3])]
             first, m, step = (rng.start, len(rng), rng.step) if len(rng) else (0, 0, 1)
             want = sx.shape[:dim] + (m,) + sx.shape[dim + 1:]
         if ss.dtype != sx.dtype:
@@ -91,12 +95,12 @@ class SliceScatterToConcat(RewritePass):
         dim, n, first, m, step = d["dim"], d["n"], d["first"], d["m"], d["step"]
         x, src = b.proxy(op.x), b.proxy(op.src)
         if m == 0:
-            return x.node  # an empty slice writes nothing
+            return node_of(x)  # an empty slice writes nothing
         if d["select"]:
             src = src.unsqueeze(dim)
 
-        def along(t: object, a: int, z: int | None) -> object:
-            return t[(slice(None),) * dim + (slice(a, z),)]  # type: ignore[index]
+        def along(t: Tensor, a: int, z: int | None) -> Tensor:
+            return t[(slice(None),) * dim + (slice(a, z),)]
 
         last = first + (m - 1) * step
         pieces = [along(x, 0, first)] if first > 0 else []
@@ -107,12 +111,12 @@ class SliceScatterToConcat(RewritePass):
                 shape = list(d["shape"])
                 group = shape[:dim] + [m - 1, step] + shape[dim + 1:]
                 flat = shape[:dim] + [(m - 1) * step] + shape[dim + 1:]
-                kept = along(x, first, last).reshape(group)  # type: ignore[attr-defined]
+                kept = along(x, first, last).reshape(group)
                 kept = kept[(slice(None),) * (dim + 1) + (slice(1, None),)]
-                head = along(src, 0, m - 1).unsqueeze(dim + 1)  # type: ignore[attr-defined]
+                head = along(src, 0, m - 1).unsqueeze(dim + 1)
                 pieces.append(torch.cat([head, kept], dim=dim + 1).reshape(flat))
             pieces.append(along(src, m - 1, m))
         if last + 1 < n:
             pieces.append(along(x, last + 1, None))
-        out = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=dim)  # type: ignore[arg-type]
-        return out.node  # type: ignore[union-attr]
+        out = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=dim)
+        return node_of(out)

@@ -21,12 +21,12 @@ Cost: none added; the gather and its mask disappear. TopK stays (it is not a gat
 from __future__ import annotations
 
 import operator
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.fx as fx
 
-from fxlower.graph import Builder
+from fxlower.graph import Builder, node_of
 from fxlower.normalise import GATHER
 from fxlower.rewrite import Context, Plan, RewritePass, Skip
 
@@ -80,13 +80,13 @@ class TopkGatherToValues(RewritePass):
 
     def check(self, node: fx.Node, ctx: Context) -> Plan | Skip:
         x, dim, idx = node.args[:3]
-        op, kind = _source_op(idx)  # type: ignore[misc]
+        op, kind = cast("tuple[fx.Node, str]", _source_op(idx))  # match() found it
         if op.args[0] is not x:
             return Skip(f"the index comes from a {kind} of another tensor, not of the gathered one")
         sx = ctx.spec(x)
         if sx is None:
             return Skip("shapes unknown: pass example_inputs")
-        d = int(dim) % sx.rank  # type: ignore[arg-type]
+        d = int(cast(int, dim)) % sx.rank  # aten.gather's dim is an int
         if _dim(op, kind, sx.rank) != d:
             return Skip(f"the {kind} runs along another dim than the gather")
         return Plan(detail=f"gather at its own {kind} indices: the {kind} values, no mask",
@@ -103,4 +103,4 @@ class TopkGatherToValues(RewritePass):
             dim, desc = op.kwargs.get("dim", -1), op.kwargs.get("descending", False)
         else:
             dim, desc = _arg(op, 1, "dim", -1), _arg(op, 2, "descending", False)
-        return torch.sort(x, dim=dim, descending=desc, stable=stable)[0].node
+        return node_of(torch.sort(x, dim=dim, descending=desc, stable=stable)[0])
