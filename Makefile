@@ -27,6 +27,7 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check src passes tests models
+	$(PY) -m mypy  # strict on src/fxlower and passes: see [tool.mypy] in pyproject.toml
 
 clean:
 	rm -rf build dist .pytest_cache .hypothesis
