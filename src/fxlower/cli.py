@@ -182,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.filterwarnings("ignore", module="torch")
+    warnings.filterwarnings("ignore", category=FutureWarning)  # library deprecation chatter
     try:
         return int(args.func(args))
     except FxlowerError as e:
