@@ -45,6 +45,10 @@ so). Out-of-range run-time indices write nothing where PyTorch raises.
 
 Cost: assignment K*N compares + pre*N*K*post MACs (+1/8 for the code path of float values),
 mask K*N; broadcast values: K*N compares only; sums pre*N*K*post adds (unrolled) or MACs.
+
+Target legality: refused, naming the missing ops, when the target lacks any op in
+`scatter_ops.MASK_OPS` (this rewrite has a single formulation), or has no int64 (indices
+are compared in int64).
 """
 
 from __future__ import annotations
@@ -74,6 +78,9 @@ class IndexPutToMaskMatmul(RewritePass):
         return op is not None and op.kind == "index_put"
 
     def check(self, node: fx.Node, ctx: Context) -> Plan | Skip:
+        problem_t = so.target_problem(ctx.options.target, so.MASK_OPS, int64_indices=True)
+        if problem_t is not None:
+            return Skip(problem_t)
         op = so.scatter_op(node)
         assert op is not None
         sx = ctx.spec(op.x)

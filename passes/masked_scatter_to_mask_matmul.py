@@ -28,6 +28,9 @@ A source with fewer elements than True entries: PyTorch raises; here the missing
 
 Cost: the prefix count R*C*C + R*R MACs (~M**1.5), the selection M*Ns MACs (twice that for
 float sources that may hold NaN/inf/-0.0: the code path has one row), mask M*Ns.
+
+Target legality: refused, naming the missing ops, when the target lacks any op in
+`scatter_ops.MASK_OPS` (this rewrite has a single formulation).
 """
 
 from __future__ import annotations
@@ -51,6 +54,9 @@ class MaskedScatterToMaskMatmul(RewritePass):
         return op is not None and op.kind == "masked_scatter"
 
     def check(self, node: fx.Node, ctx: Context) -> Plan | Skip:
+        problem_t = so.target_problem(ctx.options.target, so.MASK_OPS, int64_indices=False)
+        if problem_t is not None:
+            return Skip(problem_t)
         op = so.scatter_op(node)
         assert op is not None
         sx, sm, ss = ctx.spec(op.x), ctx.spec(op.mask), ctx.spec(op.src)

@@ -40,6 +40,10 @@ so). Out-of-range run-time indices write nothing where PyTorch raises.
 
 Cost (B, K, N, R as above): assignment B*K*N compares + B*N*K*R MACs (plus 1/8 for the code
 path of float sources), mask B*K*N; sums B*K*N*R adds (unrolled) or MACs (matmul).
+
+Target legality: refused, naming the missing ops, when the target lacks any op in
+`scatter_ops.MASK_OPS` (this rewrite has a single formulation), or has no int64 (indices
+are compared in int64).
 """
 
 from __future__ import annotations
@@ -67,6 +71,9 @@ class ScatterToMaskMatmul(RewritePass):
         return op is not None and op.kind == "scatter"
 
     def check(self, node: fx.Node, ctx: Context) -> Plan | Skip:
+        problem_t = so.target_problem(ctx.options.target, so.MASK_OPS, int64_indices=True)
+        if problem_t is not None:
+            return Skip(problem_t)
         op = so.scatter_op(node)
         assert op is not None
         tensor_src = isinstance(op.src, fx.Node)

@@ -24,6 +24,9 @@ Numerics: exact for every dtype and value: Slice, Reshape and Concat copy bits (
 int64 beyond 2**24).
 Cost: no arithmetic; one Concat of at most four pieces (plus one Reshape-Concat-Reshape for a
 step > 1).
+
+Target legality: refused, naming the missing ops, when the target lacks any op in
+`scatter_ops.SLICE_OPS` (this rewrite has a single formulation).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from typing import cast
 import torch
 import torch.fx as fx
 
+from fxlower import scatter_ops as so
 from fxlower.graph import Builder, node_of
 from fxlower.kernels import Tensor
 from fxlower.normalise import _int_value
@@ -56,6 +60,9 @@ class SliceScatterToConcat(RewritePass):
         return op is not None and op.kind in ("slice_scatter", "select_scatter")
 
     def check(self, node: fx.Node, ctx: Context) -> Plan | Skip:
+        problem_t = so.target_problem(ctx.options.target, so.SLICE_OPS, int64_indices=False)
+        if problem_t is not None:
+            return Skip(problem_t)
         op = scatter_op(node)
         assert op is not None
         sx, ss = ctx.spec(op.x), ctx.spec(op.src)

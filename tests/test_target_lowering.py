@@ -100,3 +100,24 @@ def test_custom_target_object() -> None:
     assert len(fxlower.report_of(lowered).applied) == 4
     with pytest.raises(fxlower.LoweringError, match="unknown target|known"):
         _lower("no-such-chip", inputs)
+
+
+def test_scatter_rewrites_name_what_a_target_lacks() -> None:
+    class Put(nn.Module):
+        def forward(self, x, i, v):
+            return x.index_add(0, i, v)
+
+    inputs = (torch.randn(4, 3), torch.tensor([1, 1, 3]), torch.randn(3, 3))
+    with pytest.raises(fxlower.LoweringError, match=r"target 'rknn2' lacks .*Floor"):
+        _lower_model(Put(), inputs, "rknn2")
+    with pytest.raises(fxlower.LoweringError, match=r"target 'nochips64' has no int64"):
+        _lower_model(Put(), inputs, fxlower.Target(name="nochips64", forbid={"ScatterND"},
+                                                  int64=False))
+    lowered = _lower_model(Put(), inputs, "generic")
+    assert_same_outputs(Put()(*inputs), lowered(*inputs))
+
+
+def _lower_model(model, inputs, target):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fxlower.lower(model, inputs, target=target)

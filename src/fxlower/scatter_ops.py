@@ -542,3 +542,28 @@ def exclusive_prefix_count(b: Any, m: Tensor, size: int) -> Tensor:
 def prefix_cost(size: int) -> int:
     r, c = _prefix_blocks(size)
     return r * c * c + (r * r if r > 1 else 0)
+
+
+# The ONNX ops the scatter rewrites emit (measured by exporting every tested form). They
+# have one formulation each, so a target lacking any of these gets a refusal naming them.
+MASK_OPS: frozenset[str] = frozenset({
+    "Add", "And", "Cast", "Concat", "Div", "Equal", "Floor", "GreaterOrEqual", "Less", "MatMul",
+    "Mul", "Not", "Or", "Reciprocal", "ReduceMax", "ReduceSum", "Reshape", "Slice", "Squeeze",
+    "Sub", "Transpose", "Unsqueeze", "Where",
+})
+SLICE_OPS: frozenset[str] = frozenset({"Concat", "Reshape", "Slice"})
+
+
+def target_problem(target: Any, ops: frozenset[str], int64_indices: bool) -> str | None:
+    """Why `target` cannot run a scatter rewrite emitting `ops` (and int64 index arithmetic
+    when `int64_indices`), or None."""
+    if target is None:
+        return None
+    lack = sorted(op for op in ops if not target.allows(op))
+    if lack:
+        return (f"target '{target.name}' lacks {', '.join(lack)}, which this scatter rewrite "
+                "needs (it has a single formulation)")
+    if int64_indices and not target.int64:
+        return (f"target '{target.name}' has no int64, and this scatter rewrite compares "
+                "indices in int64")
+    return None
