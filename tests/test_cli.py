@@ -244,3 +244,12 @@ def test_non_editable_install_ships_the_passes_and_console_script(tmp_path: Path
     r = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True,
                        env=env, cwd=tmp_path, timeout=120)
     assert r.returncode == 0 and "check" in r.stdout
+
+
+def test_zoo_spec_from_the_repository_root(tmp_path: Path) -> None:
+    out = tmp_path / "mae.onnx"
+    r = run("lower", "models/mae.py:build", "-o", str(out), cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert out.is_file() and "gather_to_mask_matmul" in r.stdout
+    r = run("check", str(out), "--target", "generic")
+    assert r.returncode == 0, r.stdout

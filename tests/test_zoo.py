@@ -82,13 +82,27 @@ def test_zoo_entry_builds_deterministically(name: str) -> None:
     assert all(t.isfinite().all() for t in out if t.is_floating_point())
 
 
+def _snapshot(model: torch.nn.Module) -> tuple:
+    """Everything lowering must leave alone, in comparable form."""
+    state = tuple((k, v.dtype, tuple(v.shape), v.detach().double().sum().item(),
+                   v.detach().double().square().sum().item()) for k, v in model.state_dict().items())
+    objects = tuple((k, id(p), p.requires_grad) for k, p in model.named_parameters())
+    flags = tuple((n, m.training) for n, m in model.named_modules())
+    hooks = tuple((n, len(m._forward_hooks), len(m._forward_pre_hooks))
+                  for n, m in model.named_modules())
+    return state, objects, flags, hooks
+
+
 @pytest.mark.parametrize("name", _entries())
 def test_zoo_entry_exports_gather_free(name: str, tmp_path: Path) -> None:
     _needs(name)
     model, inputs = models.load(name)
     path = tmp_path / f"{name}.onnx"
+    before = _snapshot(model)
     # lower + verify + ONNX export + forbidden-op check + onnxruntime comparison
     report = fxlower.export(model, inputs, path)
+    # the user's model is never changed: parameters, buffers, training flags, hooks
+    assert _snapshot(model) == before
     assert_no_forbidden_ops(path)
     assert report.onnx["forbidden"] == 0
     assert not report.remaining
