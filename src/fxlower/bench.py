@@ -164,6 +164,7 @@ def build_conv_bn_conv(quick: bool) -> tuple[nn.Module, tuple[Any, ...]]:
 
     def make() -> tuple[nn.Module, tuple[Any, ...]]:
         bn = nn.BatchNorm2d(c)
+        assert bn.running_mean is not None and bn.running_var is not None
         with torch.no_grad():
             bn.running_mean.normal_()
             bn.running_var.uniform_(0.5, 2.0)
@@ -187,9 +188,9 @@ def _models() -> Any:
 
 def build_zoo(name: str, quick: bool) -> tuple[nn.Module, tuple[Any, ...]]:
     models = _models()
-    if name in models.FULL:
-        return models.load(name, "small" if quick else "full")
-    return models.load(name, "small")
+    size = "full" if name in models.FULL and not quick else "small"
+    model, inputs = models.load(name, size)
+    return model, tuple(inputs)
 
 
 @dataclass
@@ -234,8 +235,12 @@ def workloads(quick: bool) -> list[Workload]:
     models = _models()
     zoo = [n for n in models.SMALL if not quick or n in QUICK_ZOO]
     for n in zoo:
-        ws.append(Workload(f"zoo/{n}", "(f) small zoo", lambda q, n=n: build_zoo(n, q)))
+        ws.append(Workload(f"zoo/{n}", "(f) small zoo", _zoo_builder(n)))
     return ws
+
+
+def _zoo_builder(name: str) -> Callable[[bool], tuple[nn.Module, tuple[Any, ...]]]:
+    return lambda quick: build_zoo(name, quick)
 
 
 # --------------------------------------------------------------------------- machine
@@ -305,7 +310,9 @@ def matmul_model(a: list[int], b: list[int], b_value: np.ndarray | None = None,
     out = helper.make_tensor_value_info("c", TensorProto.FLOAT, None)
     g = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "mm", inputs, [out],
                           inits)
-    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    data: bytes = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]
+                                    ).SerializeToString()
+    return data
 
 
 def measure_peaks(quick: bool) -> dict[str, Any]:
@@ -585,7 +592,7 @@ def ort_peak_mb(files: dict[str, tuple[Path, dict[str, np.ndarray]]], tmp: Path
     procs = {}
     for key, (path, feed) in files.items():
         npz = tmp / f"{path.stem}.{key}.feed.npz"
-        np.savez(npz, **feed)
+        np.savez(npz, **feed)  # type: ignore[arg-type]
         procs[key] = (npz, subprocess.Popen(
             [sys.executable, "-c", _RSS_CHILD, str(path), str(npz)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
@@ -759,7 +766,8 @@ def run_workload(w: Workload, s: Settings, tmp: Path) -> dict[str, Any]:
     refs = [reference_model(mm) for mm in mms]
     side = s.peak_n
     square = reference_model({"a": [side, side], "b": [side, side], "a_const": False,
-                                "b_const": True})
+                              "b_const": True})
+    assert square is not None
     n = s.profile_runs + 1
     (prof_o, prof_l), ref_ms = ort_profiles(
         [paths["original"], paths["lowered"]], [fo[:n], fl[:n]], str(tmp / "prof"),
@@ -1161,7 +1169,7 @@ def main(argv: list[str] | None = None) -> int:
                     traceback.print_exc()
             rows.append(row)
     peaks = combine_peaks(peaks_start, measure_peaks(args.quick),
-                          [r.get("peak_sample_gflops") for r in rows])
+                          [r["peak_sample_gflops"] for r in rows if r.get("peak_sample_gflops")])
     apply_peaks(rows, peaks)
     info["other_load"] = meter.other()
     try:
