@@ -137,3 +137,16 @@ def test_lowering_is_deterministic(tmp_path) -> None:
         files.append(path.read_bytes())
     assert codes[0] == codes[1]
     assert files[0] == files[1]
+
+
+@pytest.mark.parametrize("tracer", TRACERS)
+def test_lowered_module_keeps_the_model_mode_and_eval_tables_stay_cheap(tracer: str) -> None:
+    """A new GraphModule starts in training mode; the lowered one must have the model's
+    mode, and an eval-mode embedding with padding_idx needs neither the gradient trick nor
+    the non-finite code path (its table is a finite parameter)."""
+    model = GatherEmbed().eval()
+    lowered = lower_quiet(model, _inputs(), tracer=tracer)
+    assert lowered.training is False
+    (row,) = [a for a in fxlower.report_of(lowered).applied if "10 rows" in a.detail]
+    assert "code path" not in row.detail
+    assert lower_quiet(GatherEmbed().train(), _inputs(), tracer=tracer).training is True

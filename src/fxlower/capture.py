@@ -26,6 +26,14 @@ class Captured:
     note: str  # why symbolic tracing was not used ("" when it was)
 
 
+def _mode_of(model: torch.nn.Module, gm: fx.GraphModule) -> fx.GraphModule:
+    """A new GraphModule starts in training mode; give it the model's own flag (the
+    submodules it holds keep theirs), so `lowered.training == model.training` and passes
+    that depend on the mode see the model's."""
+    gm.training = model.training
+    return gm
+
+
 def _opaque_leaves(gm: fx.GraphModule) -> list[str]:
     """Leaf modules symbolic tracing does not enter although their insides export to
     Gather-family nodes (nn.Embedding is handled as a module and is not among them)."""
@@ -64,11 +72,11 @@ def capture(
                 gm(*example_inputs)  # a traced graph must also run the example inputs
         opaque = _opaque_leaves(gm)
         if not opaque or example_inputs is None:
-            return Captured(gm, "symbolic_trace", "")
+            return Captured(_mode_of(model, gm), "symbolic_trace", "")
         trace_error = (f"it keeps {', '.join(opaque)} as opaque leaf modules whose insides "
                        "export to Gather; torch.export decomposes them")
         if tracer == "symbolic_trace":
-            return Captured(gm, "symbolic_trace", "")
+            return Captured(_mode_of(model, gm), "symbolic_trace", "")
     except Exception as e:  # noqa: BLE001 - any tracer failure means: try the next tracer
         trace_error = _reason(e)
         if tracer == "symbolic_trace":
@@ -105,4 +113,4 @@ def _export(
         note = f"symbolic_trace not used: {trace_error}"
     else:
         note = f"symbolic_trace failed: {trace_error}"
-    return Captured(gm, "torch.export", note)
+    return Captured(_mode_of(model, gm), "torch.export", note)
