@@ -25,6 +25,11 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m fxlower.bench
 
+# Differential fuzzing of every pass (issue 8): 10,000 random cases against eager PyTorch
+# (and onnxruntime every 100th); shrunk failures are written to tests/regressions/.
+fuzz: $(STAMP)
+	$(PY) -m fxlower.fuzz --cases 10000
+
 lint: $(STAMP)
 	$(PY) -m ruff check src passes tests models
 	$(PY) -m mypy  # strict on src/fxlower and passes: see [tool.mypy] in pyproject.toml
