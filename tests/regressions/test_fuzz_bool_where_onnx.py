@@ -1,0 +1,50 @@
+"""Found by `python -m fxlower.fuzz` (families scatter and masked_scatter, onnxruntime
+check), shrunk: scatter and masked_scatter into bool tensors.
+
+The lowered graphs select bool values with Where, and onnxruntime 1.32 has no Where kernel
+for bool ("Could not find an implementation for Where(16)"), so the lowered ONNX file does
+not run where the original (ScatterElements / ScatterND) does. Exact in PyTorch.
+"""
+
+import pytest
+import torch
+import torch.nn as nn
+
+from fxlower.fuzz import evaluate
+
+
+class Scatter(nn.Module):
+    def forward(self, x, i):
+        return x.scatter(1, i, True)
+
+
+class MaskedScatter(nn.Module):
+    def forward(self, x, m, s):
+        return x.masked_scatter(m, s)
+
+
+CASES = {
+    "scatter": (Scatter, (torch.tensor([[False], [True]]), torch.tensor([[0]])),
+                (torch.tensor([[True], [False]]), torch.tensor([[0]]))),
+    "masked_scatter": (MaskedScatter,
+                       (torch.tensor([False, True, False]), torch.tensor([True, False, True]),
+                        torch.tensor([True, True, False])),
+                       (torch.tensor([True, True, False]), torch.tensor([False, True, True]),
+                        torch.tensor([False, True, True]))),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_in_pytorch_it_is_exact(case: str) -> None:
+    model, inputs, fresh = CASES[case]
+    out = evaluate(model, inputs, fresh, tracer="symbolic_trace")
+    assert out.kind == "equal" and not out.failed, out.message
+
+
+@pytest.mark.xfail(strict=True, reason="Where on bool has no onnxruntime kernel (bug found by "
+                   "the fuzzer, not fixed yet)")
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_fuzz_bool_where_onnx(case: str) -> None:
+    model, inputs, fresh = CASES[case]
+    out = evaluate(model, inputs, fresh, tracer="symbolic_trace", onnx=True)
+    assert out.onnx == "equal", out.onnx_message

@@ -1,0 +1,29 @@
+"""Found by `python -m fxlower.fuzz` (family gather), shrunk: torch.gather on 0-d tensors.
+
+fxlower.lower raises IndexError: tuple index out of range in gather_to_mask_matmul's check
+(it indexes the shape of a rank-0 source) instead of lowering the gather or refusing it with
+a reason. Any spelling (torch.gather, Tensor.gather, take_along_dim), any dtype, constant or
+input index.
+"""
+
+import pytest
+import torch
+import torch.nn as nn
+
+from fxlower.fuzz import evaluate
+
+
+class M(nn.Module):
+    def forward(self, x, i):
+        return torch.gather(x, 0, i)
+
+
+INPUTS = (torch.tensor(-74.75), torch.tensor(0))
+FRESH = (torch.tensor(float("nan")), torch.tensor(0))
+
+
+@pytest.mark.xfail(strict=True, reason="gather_to_mask_matmul.check raises IndexError on a "
+                   "0-d gather (bug found by the fuzzer, not fixed yet)")
+def test_fuzz_gather_0d() -> None:
+    out = evaluate(M, INPUTS, FRESH, tracer="symbolic_trace")
+    assert not out.failed, out.message

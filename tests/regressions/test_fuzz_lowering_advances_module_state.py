@@ -1,0 +1,45 @@
+"""Found by `python -m fxlower.fuzz` (family index), shrunk: nn.Embedding with max_norm in
+float16, and then the same effect on a training-mode BatchNorm.
+
+lower() runs the captured graph on the example inputs (the capture check and shape
+annotation, once per changed pass), on the deep copy it returns. Modules whose forward
+changes their own state keep those changes: an embedding with max_norm is renormalised
+again (in float16 the renormalised row's norm rounds above max_norm, so every run shrinks
+it further and the lowered model's output differs from the original's first call), and a
+training-mode BatchNorm's running statistics have moved (num_batches_tracked 2 instead of
+0): the returned module is not the model the user passed.
+"""
+
+import pytest
+import torch
+import torch.nn as nn
+
+import fxlower
+from fxlower.fuzz import evaluate
+
+
+def embedding() -> nn.Module:
+    m = nn.Embedding(1, 3, padding_idx=0, max_norm=1.0).to(torch.float16)
+    with torch.no_grad():
+        m.weight.copy_(torch.tensor([[8044.0, 19504.0, 35456.0]]))
+    return m.eval()
+
+
+@pytest.mark.xfail(strict=True, reason="lowering runs forward on the module it returns, which "
+                   "renormalises a max_norm table (bug found by the fuzzer, not fixed yet)")
+def test_fuzz_max_norm_embedding_float16() -> None:
+    ids = (torch.tensor([0]),)
+    out = evaluate(embedding, ids, ids, tracer="symbolic_trace")
+    assert not out.failed, out.message
+
+
+@pytest.mark.xfail(strict=True, reason="lowering runs forward on the module it returns, which "
+                   "moves training-mode BatchNorm statistics (not fixed yet)")
+def test_fuzz_batchnorm_running_statistics_are_untouched() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 2, 1), nn.BatchNorm2d(2)).train()
+    x = torch.randn(2, 1, 3, 3)
+    low = fxlower.lower(model, (x,), verify=False, on_forbidden="warn")
+    buffers = dict(low.named_buffers())
+    assert int(buffers["1.num_batches_tracked"]) == 0
+    assert torch.equal(buffers["1.running_mean"], model[1].running_mean)
