@@ -1,14 +1,14 @@
 """Found by `python -m fxlower.fuzz` (family index), shrunk: nn.Embedding with padding_idx
 in eval mode, captured with torch.export, whose table holds a non-finite value.
 
-normalise writes the table as w - (w - w.detach()) * onehot(padding_idx) (the padding row
-gets no gradient in training mode) when `gm.training` is set, and the module torch.export
-gives back is in training mode whatever the model's own mode: -inf - (-inf) is NaN, so the
-lowered embedding returns NaN where the table has -inf (or +inf, NaN). symbolic_trace reads
-the module's own `training` and is exact.
+normalise wrote the table as w - (w - w.detach()) * onehot(padding_idx) (the padding row
+gets no gradient in training mode) when `gm.training` was set, and the module torch.export
+gave back was in training mode whatever the model's own mode: -inf - (-inf) is NaN, so the
+lowered embedding returned NaN where the table has -inf (or +inf, NaN); symbolic_trace read
+the module's own `training` and was exact. Fixed by ccef2d3 (the lowered module keeps the
+model's training flag); this test failed before it.
 """
 
-import pytest
 import torch
 import torch.nn as nn
 
@@ -33,9 +33,6 @@ def test_symbolic_trace_is_exact() -> None:
     assert out.kind == "equal" and not out.failed, out.message
 
 
-@pytest.mark.xfail(strict=True, reason="normalise applies the training-mode padding-row trick "
-                   "to eval models captured by torch.export: NaN instead of -inf (bug found by "
-                   "the fuzzer, not fixed yet)")
 def test_fuzz_index_embedding_padding_idx_export() -> None:
     out = evaluate(build, INPUTS, FRESH, tracer="export")
     assert not out.failed, out.message
