@@ -18,7 +18,8 @@ whose temporaries have numel(idx) * N elements: memory grows with N (reported).
 
 Legality (each a skip reason):
 1. static shapes of x and idx are known (pass example_inputs);
-2. a constant index is in range (torch raises otherwise);
+2. a constant index is in range (torch raises otherwise); a 0-d gather (whose only valid
+   index is 0) becomes a copy of the source;
 3. the target allows the ops of one exact formulation (`kernels.choose`).
 
 Formulations for an index known when lowering: one shared row set along `dim` becomes
@@ -105,6 +106,9 @@ class GatherToMaskMatmul(RewritePass):
         if sx is None or si is None or not isinstance(idx, fx.Node):  # (no spec: not a node)
             return Skip("shapes unknown: pass example_inputs so the mask size is static")
         rank = sx.rank
+        if rank == 0:  # 0-d source and index: the only valid index is 0
+            return Plan(detail="0-d source: the only valid index is 0, the result is the source",
+                        data={"zero_d": True})
         dim = int(cast(int, dim_arg)) % max(rank, 1)  # aten.gather's dim is an int
         n, k = sx.shape[dim], si.shape[dim]
         data: dict[str, Any] = {"dim": dim, "n": n, "k": k, "x_shape": sx.shape, "idx_shape": si.shape,
@@ -164,6 +168,8 @@ class GatherToMaskMatmul(RewritePass):
 
     def replace(self, node: fx.Node, plan: Plan, b: Builder) -> fx.Node:
         d = plan.data
+        if d.get("zero_d"):
+            return node_of(torch.clone(b.proxy(cast(fx.Node, node.args[0]))))
         dim, xs, ish = d["dim"], d["x_shape"], d["idx_shape"]
         x = b.proxy(cast(fx.Node, node.args[0]))
         # torch.gather reads x only up to idx's extent along the other dims

@@ -103,4 +103,8 @@ class TopkGatherToValues(RewritePass):
             dim, desc = op.kwargs.get("dim", -1), op.kwargs.get("descending", False)
         else:
             dim, desc = _arg(op, 1, "dim", -1), _arg(op, 2, "descending", False)
-        return node_of(torch.sort(x, dim=dim, descending=desc, stable=stable)[0])
+        # `stable=` selects aten.sort.stable, which the ONNX exporter cannot convert: pass
+        # it only when the argsort was stable itself
+        out = (torch.sort(x, dim=dim, descending=desc, stable=True) if stable
+               else torch.sort(x, dim=dim, descending=desc))
+        return node_of(out[0])

@@ -17,6 +17,7 @@ import torch
 import torch.fx as fx
 
 from .errors import LoweringError
+from .graph import preserved_state
 
 
 @dataclass
@@ -68,7 +69,7 @@ def capture(
     try:
         gm = fx.symbolic_trace(work)
         if example_inputs is not None:
-            with torch.no_grad():
+            with torch.no_grad(), preserved_state(gm):
                 gm(*example_inputs)  # a traced graph must also run the example inputs
         opaque = _opaque_leaves(gm)
         if not opaque or example_inputs is None:

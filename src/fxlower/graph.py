@@ -62,9 +62,47 @@ class _Annotator(fx.Interpreter):
         return out
 
 
+def stateful(module: torch.nn.Module) -> bool:
+    """Whether running the module can change its own state: a submodule in training mode
+    (BatchNorm statistics), an embedding with max_norm, or an in-place op on a parameter or
+    buffer in a graph."""
+    for m in module.modules():
+        if m.training and (any(True for _ in m.buffers(recurse=False)) or m is module):
+            return True
+        if isinstance(m, torch.nn.Embedding) and m.max_norm is not None:
+            return True
+    if isinstance(module, fx.GraphModule):
+        for n in module.graph.nodes:
+            if _mutates(n) and any(a.op == "get_attr" for a in n.all_input_nodes):
+                return True
+    return False
+
+
+class preserved_state:
+    """Restore a module's parameters and buffers (in place, same tensor objects) after the
+    block, when running it could change them (see `stateful`)."""
+
+    def __init__(self, *modules: torch.nn.Module) -> None:
+        self.saved = [
+            (m, {k: v.detach().clone() for k, v in m.state_dict(keep_vars=True).items()})
+            for m in modules if stateful(m)
+        ]
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: Any) -> None:
+        with torch.no_grad():
+            for m, saved in self.saved:
+                current = m.state_dict(keep_vars=True)
+                for k, v in saved.items():
+                    current[k].copy_(v)
+
+
 def annotate(gm: fx.GraphModule, inputs: tuple[Any, ...]) -> Any:
-    """Run `gm` on `inputs` and record every node's TensorSpec. Returns the outputs."""
-    with torch.no_grad():
+    """Run `gm` on `inputs` and record every node's TensorSpec, leaving its state as it
+    was. Returns the outputs."""
+    with torch.no_grad(), preserved_state(gm):
         return _Annotator(gm).run(*inputs)
 
 

@@ -305,7 +305,10 @@ def gather_elements(
         else:
             i = idx if fm.index_dtype == torch.int64 else idx.to(fm.index_dtype)
             mask = i.unsqueeze(-1) == b.const(torch.arange(n, dtype=fm.index_dtype), f"arange_{n}")
-        y = torch.where(mask, src, 0).sum(-1)
+        if wdt.is_floating_point:
+            y = torch.where(mask, src, 0).sum(-1)
+        else:  # onnxruntime's int64 ReduceSum rounds through float64: select with ReduceMax
+            y = torch.where(mask, src, torch.iinfo(wdt).min).amax(-1)
         if codes:
             sel = torch.where(mask, c.movedim(dim, -1).unsqueeze(dim), 0.0).sum(-1)
             y = restore(y, sel, wdt)

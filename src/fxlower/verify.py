@@ -60,8 +60,13 @@ def _to_double(x: Any) -> Any:
 
 
 def _run(model: Any, inputs: tuple[Any, ...], seed: int) -> Any:
+    """One forward pass that leaves the module's state as it was (a training-mode
+    BatchNorm's statistics, a max_norm embedding's table): the user's model and the
+    lowered one are both run here."""
+    from .graph import preserved_state
+
     torch.manual_seed(seed)
-    with torch.no_grad():
+    with torch.no_grad(), preserved_state(model):
         return model(*inputs)
 
 

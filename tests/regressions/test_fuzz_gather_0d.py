@@ -6,7 +6,6 @@ a reason. Any spelling (torch.gather, Tensor.gather, take_along_dim), any dtype,
 input index.
 """
 
-import pytest
 import torch
 import torch.nn as nn
 
@@ -22,8 +21,6 @@ INPUTS = (torch.tensor(-74.75), torch.tensor(0))
 FRESH = (torch.tensor(float("nan")), torch.tensor(0))
 
 
-@pytest.mark.xfail(strict=True, reason="gather_to_mask_matmul.check raises IndexError on a "
-                   "0-d gather (bug found by the fuzzer, not fixed yet)")
 def test_fuzz_gather_0d() -> None:
     out = evaluate(M, INPUTS, FRESH, tracer="symbolic_trace")
     assert not out.failed, out.message

@@ -7,7 +7,6 @@ PyTorch, but onnxruntime 1.32's int64 ReduceSum rounds through float64, so value
 The README promises bit-exactness "for integer sources beyond 2**24 ... through onnxruntime".
 """
 
-import pytest
 import torch
 import torch.nn as nn
 
@@ -28,8 +27,6 @@ def test_in_pytorch_it_is_exact() -> None:
     assert out.kind == "equal" and not out.failed, out.message
 
 
-@pytest.mark.xfail(strict=True, reason="onnxruntime's int64 ReduceSum rounds beyond 2**53 "
-                   "(bug found by the fuzzer, not fixed yet)")
 def test_fuzz_int64_reducesum_onnx() -> None:
     out = evaluate(M, INPUTS, FRESH, tracer="symbolic_trace", onnx=True)
     assert out.onnx == "equal", out.onnx_message

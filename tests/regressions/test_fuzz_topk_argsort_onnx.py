@@ -8,7 +8,6 @@ real-valued input"), so the lowered module no longer exports while the original 
 (TopK + GatherElements). Every dtype.
 """
 
-import pytest
 import torch
 import torch.nn as nn
 
@@ -29,8 +28,6 @@ def test_in_pytorch_it_is_exact() -> None:
     assert out.kind == "equal" and not out.failed, out.message
 
 
-@pytest.mark.xfail(strict=True, reason="the argsort replacement (aten.sort.stable) does not "
-                   "export to ONNX (bug found by the fuzzer, not fixed yet)")
 def test_fuzz_topk_argsort_onnx() -> None:
     out = evaluate(M, INPUTS, FRESH, tracer="symbolic_trace", onnx=True)
     assert out.onnx == "equal", out.onnx_message
