@@ -1589,16 +1589,9 @@ def run_case(case: Case, onnx: bool = False) -> Outcome:
 # not shrunk again, no new reproducer. When a bug is fixed, its regression test passes
 # (strict xfail: the suite fails) and the entry goes together with the xfail mark.
 KNOWN_BUGS: list[tuple[str, str, str, str, str]] = [
-    ("gather", "error", r"IndexError: tuple index out of range at gather_to_mask_matmul", r"",
-     "test_fuzz_gather_0d.py"),
     ("index", "different", r"", r"max_norm", "test_fuzz_lowering_advances_module_state.py"),
     ("index", "onnx-different", r"forbidden ops in the exported file.*embedding_renorm", r"",
      "test_fuzz_index_embedding_renorm_export.py"),
-    ("topk", "onnx-error", r"does not export", r"argsort", "test_fuzz_topk_argsort_onnx.py"),
-    ("gather", "onnx-different", r"elements differ", r"inputs \([^)]*\) int64",
-     "test_fuzz_int64_reducesum_onnx.py"),
-    ("topk", "onnx-different", r"elements differ", r"inputs \([^)]*\) int64",
-     "test_fuzz_int64_reducesum_onnx.py"),
     ("gather", "onnx-different", r"float16, got .* float32", r"", "test_fuzz_float16_sum_onnx_dtype.py"),
     ("index", "error", r"torch.cat\(\): expected a non-empty list", r"",
      "test_fuzz_empty_constant_index.py"),
