@@ -96,7 +96,13 @@ class preserved_state:
             for m, saved in self.saved:
                 current = m.state_dict(keep_vars=True)
                 for k, v in saved.items():
-                    current[k].copy_(v)
+                    now = current[k]
+                    unchanged = now.shape == v.shape and bool(
+                        ((now == v) | (now.isnan() & v.isnan()) if now.is_floating_point()
+                         else (now == v)).all()
+                    )
+                    if not unchanged:  # (an expanded, never-written buffer cannot take copy_)
+                        now.copy_(v)
 
 
 def annotate(gm: fx.GraphModule, inputs: tuple[Any, ...]) -> Any:
