@@ -892,7 +892,7 @@ def slice_scatter_case(draw: Any) -> Case:
         key = []
         for s_ in xs:
             c = draw(st.integers(0, 3))
-            if c == 0:
+            if c == 0 and s_ > 0:
                 key.append(str(draw(st.integers(-s_, s_ - 1))))
             elif c == 1:
                 a, b, stp = (draw(st.integers(-s_, s_)), draw(st.sampled_from(["", str(s_), "-1"])),
@@ -1151,13 +1151,16 @@ def linear_case(draw: Any) -> Case:
 def _safe(builder: Callable[[Any], Case], family: str) -> Callable[[Any], Case]:
     """The builder, with its own exceptions turned into a case that reports them (hypothesis's
     control-flow exceptions pass through)."""
-    from hypothesis.errors import HypothesisException
+    from hypothesis.errors import HypothesisException, InvalidArgument
 
     def build(draw: Any) -> Case:
         try:
             return builder(draw)
-        except HypothesisException:
-            raise
+        except HypothesisException as e:
+            if not isinstance(e, InvalidArgument):  # a strategy drawn with bad bounds: ours
+                raise
+            return Case(family, FAMILIES[family][1], (), ["return None"], (), (),
+                        error=f"the {family} generator raised {_where(e)}")
         except Exception as e:  # noqa: BLE001
             return Case(family, FAMILIES[family][1], (), ["return None"], (), (),
                         error=f"the {family} generator raised {_where(e)}")
@@ -1915,6 +1918,8 @@ def save_regressions(failures: list[dict[str, Any]], save_dir: str) -> list[str]
     os.makedirs(save_dir, exist_ok=True)
     paths = []
     for f in failures:
+        if not f["source"]:
+            continue
         path = os.path.join(save_dir, f"test_fuzz_{f['family']}_{f['fingerprint']}.py")
         with open(path, "w") as fh:
             fh.write(f["source"])
@@ -1976,7 +1981,10 @@ def run(cases: int = 10_000, seed: int = 0, only: str | None = None, onnx_every:
         threads = torch.get_num_threads()
         try:
             for t in tasks:
-                part = run_chunk(*t)
+                try:
+                    part = run_chunk(*t)
+                except Exception as e:  # noqa: BLE001 - keep the other chunks' results
+                    part = _crashed_chunk(t, e)
                 merge_stats(stats, part)
                 if progress:
                     progress(_progress_line(t, part, t0))
@@ -1991,13 +1999,28 @@ def run(cases: int = 10_000, seed: int = 0, only: str | None = None, onnx_every:
                                           initargs=(manager.dict(),)) as ex:
             futs = {ex.submit(run_chunk, *t): t for t in tasks}
             for fut in as_completed(futs):
-                part = fut.result()
+                try:
+                    part = fut.result()
+                except Exception as e:  # noqa: BLE001 - keep the other chunks' results
+                    part = _crashed_chunk(futs[fut], e)
                 merge_stats(stats, part)
                 if progress:
                     progress(_progress_line(futs[fut], part, t0))
     stats["wall_seconds"] = time.perf_counter() - t0
     stats["settings"] = {"cases": cases, "seed": seed, "only": only, "onnx_every": onnx_every,
                          "jobs": jobs}
+    return stats
+
+
+def _crashed_chunk(task: tuple[Any, ...], e: BaseException) -> dict[str, Any]:
+    """The stats of a chunk the harness itself crashed in: one harness failure."""
+    stats = new_stats()
+    stats["families"][task[0]] = collections.Counter(harness=1)
+    stats["failures"].append({
+        "family": task[0], "seed": task[2], "kind": "harness", "onnx": "",
+        "message": f"the fuzzer crashed in this chunk: {_where(e)}", "applied": [],
+        "case": f"(chunk of {task[1]} {task[0]} cases, seed {task[2]})", "fingerprint": "",
+        "size": 0, "drawn": "", "drawn_size": 0, "source": ""})
     return stats
 
 
