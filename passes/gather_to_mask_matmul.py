@@ -111,6 +111,8 @@ class GatherToMaskMatmul(RewritePass):
                         data={"zero_d": True})
         dim = int(cast(int, dim_arg)) % max(rank, 1)  # aten.gather's dim is an int
         n, k = sx.shape[dim], si.shape[dim]
+        if si.numel == 0:
+            return Plan(detail="empty result: an empty slice", data={"empty": si.shape})
         data: dict[str, Any] = {"dim": dim, "n": n, "k": k, "x_shape": sx.shape, "idx_shape": si.shape,
                 "dtype": sx.dtype, "known_finite": known_finite(x, ctx)}
         const = ctx.is_const(idx)
@@ -168,6 +170,8 @@ class GatherToMaskMatmul(RewritePass):
 
     def replace(self, node: fx.Node, plan: Plan, b: Builder) -> fx.Node:
         d = plan.data
+        if "empty" in d:
+            return node_of(b.proxy(cast(fx.Node, node.args[0])).reshape(-1)[0:0].reshape(d["empty"]))
         if d.get("zero_d"):
             return node_of(torch.clone(b.proxy(cast(fx.Node, node.args[0]))))
         dim, xs, ish = d["dim"], d["x_shape"], d["idx_shape"]

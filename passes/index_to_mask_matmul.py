@@ -96,6 +96,8 @@ class IndexToMaskMatmul(RewritePass):
         else:
             pre, post = 1, math.prod(sx.shape[d] for d in others)
             out_shape = shape_s + tuple(sx.shape[d] for d in others)
+        if math.prod(out_shape) == 0:
+            return Plan(detail="empty result: an empty slice", data={"empty": out_shape})
         data = {"pos": pos, "sizes": sizes, "n": n, "k": k, "pre": pre, "post": post,
                 "adjacent": adjacent, "others": others, "out_shape": out_shape,
                 "dtype": sx.dtype, "known_finite": known_finite(x, ctx)}
@@ -140,6 +142,8 @@ class IndexToMaskMatmul(RewritePass):
 
     def replace(self, node: fx.Node, plan: Plan, b: Builder) -> fx.Node:
         d = plan.data
+        if "empty" in d:
+            return node_of(b.proxy(cast(fx.Node, node.args[0])).reshape(-1)[0:0].reshape(d["empty"]))
         x = b.proxy(cast(fx.Node, node.args[0]))
         if not d["adjacent"]:
             x = x.permute(*d["pos"], *d["others"])

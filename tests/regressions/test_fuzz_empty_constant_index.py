@@ -49,9 +49,6 @@ CASES = {"index": (Index, X, X2), "gather": (Gather, X, X2),
          "gather_empty_other_dim": (GatherEmptyOtherDim, (torch.zeros(5, 0),), (torch.ones(5, 0),))}
 
 
-@pytest.mark.xfail(strict=True, reason="an empty constant index crashes the rewrite "
-                   "(torch.cat([]) in kernels.slice_rows, narrow() in gather_to_mask_matmul's "
-                   "check; bug found by the fuzzer, not fixed yet)")
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_fuzz_empty_constant_index(case: str) -> None:
     model, x, x2 = CASES[case]

@@ -26,8 +26,6 @@ CASES = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason="index_to_mask_matmul crashes on empty sources (bug "
-                   "found by the fuzzer, not fixed yet)")
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_fuzz_empty_source_index(case: str) -> None:
     x, i = CASES[case]
