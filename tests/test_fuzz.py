@@ -31,7 +31,7 @@ def test_bounded_fuzz_run_is_rewritten_and_equal_or_refused() -> None:
     seconds = time.perf_counter() - t0
     summary = fuzz.format_summary(stats)
     totals = fuzz.totals(stats)
-    assert totals["cases"] >= CASES * 0.95, summary  # invalid draws are not counted
+    assert totals["cases"] >= CASES, summary  # draws PyTorch rejects are redrawn, not counted
     assert totals["harness"] == 0, summary
     new = stats["failures"]  # failures matching fuzz.KNOWN_BUGS are counted in stats["known"]
     assert new == [], "\n".join(f"{f['kind']}/{f['onnx']}: {f['message']}\n  {f['case']}\n\n"

@@ -277,6 +277,8 @@ def gather_case(draw: Any) -> Case:
     ishape = tuple(
         draw(st.integers(1, 6)) if i == d else draw(st.integers(1, xs[i])) for i in range(rank)
     )
+    if spelling == "take_along_dim":  # it broadcasts instead: the index spans x's other dims
+        ishape = tuple(k if i == d else xs[i] for i, k in enumerate(ishape))
     if rank and _empty(draw):  # no index along dim, or an empty other dim
         j = draw(st.integers(0, rank - 1))
         ishape = _zero(ishape, j)
@@ -1747,6 +1749,7 @@ class _Chunk:
         self.stats = new_stats()
         self.strategy = st.composite(_safe(FAMILIES[family][0], family))()
         self.done = 0  # cases drawn in earlier attempts
+        self.valid = 0  # cases PyTorch accepted (the others are "invalid" and not counted)
         self.pending_onnx = False
         self.reset(0)
 
@@ -1776,6 +1779,7 @@ class _Chunk:
             if out.onnx:
                 self.pending_onnx = False
             record(self.stats, case, out)
+            self.valid += out.kind != "invalid"
             if not out.failed:
                 return
             bug = known_bug(self.family, out, case)
@@ -1841,11 +1845,12 @@ def run_chunk(family: str, n: int, seed: int, onnx_every: int = 0, onnx_offset: 
     t0 = time.perf_counter()
     chunk = _Chunk(family, onnx_every, onnx_offset, shrink_seconds, _KNOWN)
     attempt = 0
-    while chunk.done < n and len(chunk.stats["failures"]) < max_failures:
-        stopped = chunk.attempt(n - chunk.done, seed + 7919 * attempt)
+    while chunk.valid < n and len(chunk.stats["failures"]) < max_failures and attempt < 20:
+        before = chunk.valid
+        chunk.attempt(n - chunk.valid, seed + 7919 * attempt)  # n cases PyTorch accepts
         attempt += 1
-        if not stopped:
-            break  # the budget is spent (or hypothesis ran out of distinct examples)
+        if chunk.valid == before:
+            break  # hypothesis ran out of distinct examples
     fam = chunk.stats["families"].setdefault(family, collections.Counter())
     fam["seconds"] += time.perf_counter() - t0
     return chunk.stats
