@@ -11,18 +11,7 @@ from torch.utils import _pytree as pytree
 import fxlower
 from fxlower.census import census
 from fxlower.check import DEFAULT_FORBIDDEN
-
-
-def same(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Bit-level equality of values: dtype, shape, NaN places, values, and the sign of zero."""
-    if a.dtype != b.dtype or a.shape != b.shape:
-        return False
-    if not a.dtype.is_floating_point:
-        return torch.equal(a, b)
-    na, nb = torch.isnan(a), torch.isnan(b)
-    if not torch.equal(na, nb):
-        return False
-    return torch.equal(a[~na], b[~nb]) and torch.equal(torch.signbit(a[~na]), torch.signbit(b[~nb]))
+from fxlower.fuzz import same  # bit-level equality: one definition, shared with the fuzzer
 
 
 def assert_same_outputs(x: Any, y: Any) -> None:
