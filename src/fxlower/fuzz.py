@@ -1608,12 +1608,6 @@ KNOWN_BUGS: list[tuple[str, str, str, str, str]] = [
     ("index", "onnx-error", r"does not export", r"max_norm.*tracer=export",
      "test_fuzz_export_max_norm_grad_mode.py"),
     ("gather", "onnx-different", r"float16, got .* float32", r"", "test_fuzz_float16_sum_onnx_dtype.py"),
-    ("scatter", "error", r"amax\(\): Expected reduction dim", r"", "test_fuzz_scatter_without_writers.py"),
-    ("index_put", "error", r"amax\(\): Expected reduction dim", r"",
-     "test_fuzz_scatter_without_writers.py"),
-    ("scatter", "onnx-error", r"Where\(16\)", r"bool", "test_fuzz_bool_where_onnx.py"),
-    ("masked_scatter", "onnx-error", r"Where\(16\)", r"bool", "test_fuzz_bool_where_onnx.py"),
-    ("index_put", "onnx-error", r"Where\(16\)", r"bool", "test_fuzz_bool_where_onnx.py"),
 ]
 
 

@@ -338,7 +338,10 @@ def is_negzero(x: Tensor) -> Tensor:
 
 def select(c: Tensor, a: Tensor, y: Tensor, dtype: torch.dtype, signed: bool) -> Tensor:
     """where(c, a, y), keeping the sign of a -0.0 taken from `a` in onnxruntime (whose Where
-    drops it; a -0.0 taken from `y` keeps its sign). `signed`: a may hold -0.0."""
+    drops it; a -0.0 taken from `y` keeps its sign). `signed`: a may hold -0.0. Bool values
+    are selected with And/Or: onnxruntime has no Where kernel for bool."""
+    if dtype == torch.bool:
+        return (c & a) | (~c & y)
     out = torch.where(c, a, y)
     if signed and dtype.is_floating_point:
         nz = c & is_negzero(a)
@@ -394,6 +397,8 @@ def rows_assign(b: Any, x3: Tensor, v3: Tensor, idx: Tensor, r: Rows, *,
     """out[p, n, q] = v3[p, last[n], q] where a writer hits n, else x3[p, n, q].
     `broadcast_value`: v3 is [pre|1, 1, post|1], one row for every writer (index_fill,
     `x[idx] = 0`): no selection at all. Cost: pre*n*k*post MACs (+ the code path), mask k*n."""
+    if r.k == 0:  # no writer: x as it is (a reduction over zero writers has no value)
+        return x3
     last, hit = _last_writer(b, idx, 2 if r.batched else 1, r.n, r.k, 1 if r.batched else 0)
     hit3 = hit.reshape(_hit_rows(r))
     if _real(hit3):
@@ -424,6 +429,8 @@ def rows_accumulate(b: Any, x3: Tensor, v3: Tensor, idx: Tensor, r: Rows, *, nam
     when k <= MAX_UNROLL (bit-exact), else a matmul of the finite parts plus non-finite
     counts (within float rounding). `name`, `rank`, `dim` pick PyTorch's float16/bfloat16
     accumulation (`accumulate_dtype`)."""
+    if r.k == 0:  # no writer: x as it is, include_self or not
+        return x3
     if not include_self:
         _, hit = _last_writer(b, idx, 2 if r.batched else 1, r.n, r.k, 1 if r.batched else 0)
         hit3 = hit.reshape(_hit_rows(r))

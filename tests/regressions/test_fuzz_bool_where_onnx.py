@@ -4,6 +4,7 @@ check), shrunk: scatter and masked_scatter into bool tensors.
 The lowered graphs select bool values with Where, and onnxruntime 1.32 has no Where kernel
 for bool ("Could not find an implementation for Where(16)"), so the lowered ONNX file does
 not run where the original (ScatterElements / ScatterND) does. Exact in PyTorch.
+Fixed: scatter_ops.select picks bool values with And/Or/Not instead of Where.
 """
 
 import pytest
@@ -18,12 +19,21 @@ class Scatter(nn.Module):
         return x.scatter(1, i, True)
 
 
+class IndexPut(nn.Module):
+    def forward(self, x, i, v):
+        return x.index_put((i,), v)
+
+
 class MaskedScatter(nn.Module):
     def forward(self, x, m, s):
         return x.masked_scatter(m, s)
 
 
 CASES = {
+    "index_put": (IndexPut, (torch.tensor([False, True, True]), torch.tensor([2, 0]),
+                             torch.tensor([True, False])),
+                  (torch.tensor([True, False, False]), torch.tensor([1, 1]),
+                   torch.tensor([False, True]))),
     "scatter": (Scatter, (torch.tensor([[False], [True]]), torch.tensor([[0]])),
                 (torch.tensor([[True], [False]]), torch.tensor([[0]]))),
     "masked_scatter": (MaskedScatter,
@@ -41,8 +51,6 @@ def test_in_pytorch_it_is_exact(case: str) -> None:
     assert out.kind == "equal" and not out.failed, out.message
 
 
-@pytest.mark.xfail(strict=True, reason="Where on bool has no onnxruntime kernel (bug found by "
-                   "the fuzzer, not fixed yet)")
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_fuzz_bool_where_onnx(case: str) -> None:
     model, inputs, fresh = CASES[case]
