@@ -1607,7 +1607,6 @@ KNOWN_BUGS: list[tuple[str, str, str, str, str]] = [
      "test_fuzz_export_max_norm_grad_mode.py"),
     ("index", "onnx-error", r"does not export", r"max_norm.*tracer=export",
      "test_fuzz_export_max_norm_grad_mode.py"),
-    ("gather", "onnx-different", r"float16, got .* float32", r"", "test_fuzz_float16_sum_onnx_dtype.py"),
 ]
 
 

@@ -306,7 +306,10 @@ def gather_elements(
             i = idx if fm.index_dtype == torch.int64 else idx.to(fm.index_dtype)
             mask = i.unsqueeze(-1) == b.const(torch.arange(n, dtype=fm.index_dtype), f"arange_{n}")
         if wdt.is_floating_point:
-            y = torch.where(mask, src, 0).sum(-1)
+            # float16 sums in float32 (exact: one term is not +0): the exporter writes a
+            # float16 ReduceSum as Cast(float32) + ReduceSum and drops the cast back
+            y = torch.where(mask, src, 0).sum(-1, dtype=torch.float32 if wdt == torch.float16 else wdt)
+            wdt = y.dtype
         else:  # onnxruntime's int64 ReduceSum rounds through float64: select with ReduceMax
             y = torch.where(mask, src, torch.iinfo(wdt).min).amax(-1)
         if codes:
