@@ -49,6 +49,26 @@ def _opaque_leaves(gm: fx.GraphModule) -> list[str]:
     return out
 
 
+def _detach_parameter_writes(gm: fx.GraphModule) -> None:
+    """Functionalisation turns an in-place write into a parameter made under no_grad (an
+    embedding's max_norm renormalisation writes `weight.detach()`) into `copy_(weight, new)`,
+    which raises under autograd ("a leaf Variable that requires grad is being used in an
+    in-place operation"). The eager code wrote through a detached alias; so does the graph:
+    `copy_(weight.detach(), new)` writes the same storage and runs with autograd on."""
+    params = {name for name, p in gm.named_parameters() if p.requires_grad}
+    for n in list(gm.graph.nodes):
+        if n.op != "call_function" or not isinstance(n.target, torch._ops.OpOverload):
+            continue
+        if not n.target._schema.is_mutable or not n.args:
+            continue
+        dst = n.args[0]
+        if isinstance(dst, fx.Node) and dst.op == "get_attr" and dst.target in params:
+            with gm.graph.inserting_before(n):
+                alias = gm.graph.call_function(torch.ops.aten.detach.default, (dst,))
+            n.args = (alias, *n.args[1:])
+    gm.recompile()
+
+
 def _reason(e: BaseException) -> str:
     msg = str(e).strip().splitlines()
     return f"{type(e).__name__}: {msg[0] if msg else ''}"
@@ -108,6 +128,7 @@ def _export(
     except Exception as e:  # noqa: BLE001
         raise LoweringError(f"torch.export could not functionalise the graph: {_reason(e)}") from e
     gm = ep.module()
+    _detach_parameter_writes(gm)
     if trace_error.startswith("not tried"):
         note = trace_error
     elif trace_error.startswith("it keeps"):

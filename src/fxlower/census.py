@@ -31,6 +31,8 @@ _ATEN: dict[object, frozenset[str]] = {
     aten.index_select: frozenset({_G}),
     aten.embedding: frozenset({_G}),
     aten.embedding_bag: frozenset({_G}),
+    aten.embedding_renorm: frozenset({_G, "ScatterND"}),  # max_norm: renormalises rows in place
+    aten.embedding_renorm_: frozenset({_G, "ScatterND"}),
     aten._embedding_bag: frozenset({_G}),
     aten.select: frozenset({_G}),
     aten.index: frozenset({_GND}),

@@ -1599,15 +1599,7 @@ def run_case(case: Case, onnx: bool = False) -> Outcome:
 # the case, regression test). A failing case that matches one is counted as that known bug:
 # not shrunk again, no new reproducer. When a bug is fixed, its regression test passes
 # (strict xfail: the suite fails) and the entry goes together with the xfail mark.
-KNOWN_BUGS: list[tuple[str, str, str, str, str]] = [
-    ("index", "different", r"", r"max_norm", "test_fuzz_lowering_advances_module_state.py"),
-    ("index", "onnx-different", r"forbidden ops in the exported file.*embedding_renorm", r"",
-     "test_fuzz_index_embedding_renorm_export.py"),
-    ("index", "error", r"leaf Variable that requires grad", r"max_norm.*tracer=export",
-     "test_fuzz_export_max_norm_grad_mode.py"),
-    ("index", "onnx-error", r"does not export", r"max_norm.*tracer=export",
-     "test_fuzz_export_max_norm_grad_mode.py"),
-]
+KNOWN_BUGS: list[tuple[str, str, str, str, str]] = []  # all fixed so far: see tests/regressions
 
 
 def known_bug(family: str, out: Outcome, case: Case | str) -> str | None:

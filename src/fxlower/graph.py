@@ -271,13 +271,16 @@ def replace_node(old: fx.Node, new: fx.Node) -> None:
 
 
 def _mutates(n: fx.Node) -> bool:
-    """In-place updates (`x.mul_(2)`, `aten.add_`, `operator.setitem`) have effects without
-    users: never dead."""
+    """In-place updates (`x.mul_(2)`, `aten.add_`, `operator.setitem`, F.embedding with
+    max_norm) have effects without users: never dead."""
     t = n.target
     if isinstance(t, str):
         return t.endswith("_") and not t.endswith("__")
     if isinstance(t, torch._ops.OpOverload):
         return t._schema.is_mutable
+    if t is torch.nn.functional.embedding:  # max_norm renormalises the table in place
+        return (n.kwargs.get("max_norm") if "max_norm" in n.kwargs
+                else n.args[3] if len(n.args) > 3 else None) is not None
     name = getattr(t, "__name__", "")
     return name.endswith("_") and not name.endswith("__") or name == "setitem"
 

@@ -7,6 +7,8 @@ not see embedding_renorm, which exports to Gather + ScatterND. So lower() (on_fo
 "raise") returns, the report lists nothing remaining, and the exported file still holds
 Gather and ScatterND. With symbolic tracing the embedding is refused with its reason
 ("max_norm renormalises the embedding table in place"), as the README says.
+Fixed: the census knows aten.embedding_renorm (Gather + ScatterND), so it is reported as
+remaining and lower(on_forbidden="raise") raises naming it.
 """
 
 import pytest
@@ -14,6 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import fxlower
 from fxlower.fuzz import evaluate
 
 
@@ -33,9 +36,12 @@ def test_symbolic_trace_refuses_with_the_reason() -> None:
     assert any("max_norm renormalises" in r for _, r in out.skipped), out.skipped
 
 
-@pytest.mark.xfail(strict=True, reason="aten.embedding_renorm is invisible to the census: "
-                   "Gather + ScatterND stay in the ONNX file unreported (bug found by the "
-                   "fuzzer, not fixed yet)")
 def test_fuzz_index_embedding_renorm_export() -> None:
     out = evaluate(M, INPUTS, FRESH, tracer="export", onnx=True)
     assert not out.failed, out.onnx_message
+    assert any("embedding_renorm" in r for r in out.remaining), out.remaining
+
+
+def test_lower_raises_naming_embedding_renorm() -> None:
+    with pytest.raises(fxlower.LoweringError, match="embedding_renorm"):
+        fxlower.lower(M(), INPUTS, tracer="export")
