@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import tempfile
 import time
@@ -86,15 +87,23 @@ def _lower_once(
     report.capture, report.capture_note = cap.method, cap.note
     report.seconds["capture"] = time.perf_counter() - t0
 
+    feed = [inputs]  # what the graph being rewritten takes (the device's inputs after a host split)
+
     def reannotate() -> None:
-        if inputs is not None:
-            graph.annotate(gm, inputs)
+        if feed[0] is not None:
+            graph.annotate(gm, feed[0])
 
     t0 = time.perf_counter()
     reannotate()
     if normalise(gm, report, options.target):
         reannotate()
     report.ops_before = census.census(gm, forbidden)
+    result: fx.GraphModule = gm
+    if options.embedding == "host" and inputs is not None:
+        result = _split_host(gm, inputs, report)
+        if result is not gm:
+            feed[0] = _device_inputs(result, inputs)
+            reannotate()
     ctx = Context(gm=gm, options=options, has_shapes=inputs is not None)
     run_passes(gm, passes, ctx, report, enabled=enabled, reannotate=reannotate)
     graph.erase_dead(gm)
@@ -103,7 +112,41 @@ def _lower_once(
     report.ops_after = census.census(gm, forbidden)
     report.remaining = census.remaining(gm, forbidden)
     report.seconds["rewrite"] = time.perf_counter() - t0
-    return gm, report
+    return result, report
+
+
+def _split_host(gm: fx.GraphModule, inputs: tuple[Any, ...], report: Report) -> fx.GraphModule:
+    """embedding="host": table lookups go to a host graph (fxlower.host)."""
+    from . import host
+    from .report import Skipped
+
+    composed, lookups, refused = host.split(gm)
+    report.host = [dataclasses.asdict(h) for h in lookups]
+    for n, reason in refused:
+        origin = str(n.meta.get("fxl_origin") or n.name)
+        report.skipped.append(Skipped("host", n.name, origin, reason))
+    return composed
+
+
+def _host_inputs(composed: fx.GraphModule, inputs: tuple[Any, ...]) -> tuple[Any, ...]:
+    """What the host graph takes: the model's inputs, flattened on the export path."""
+    if isinstance(composed.graph._codegen, fx.graph._PyTreeCodeGen):
+        return tuple(pytree.tree_leaves(inputs))
+    return inputs
+
+
+def _device_inputs(composed: fx.GraphModule, inputs: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The device graph's inputs for the model's `inputs` (runs the host lookups)."""
+    host = composed.get_submodule("host")
+    with torch.no_grad():
+        return tuple(host(*_host_inputs(composed, inputs)))
+
+
+def host_path_of(path: str | os.PathLike[str]) -> str:
+    """Where `export` writes the host lookups of an embedding="host" model: OUT.host.onnx."""
+    p = os.fspath(path)
+    stem = p[:-5] if p.endswith(".onnx") else p
+    return stem + ".host.onnx"
 
 
 def lower(
@@ -117,6 +160,7 @@ def lower(
     merge: str = "auto",
     tracer: str = "auto",
     target: Any = None,
+    embedding: str = "matmul",
     passes: Sequence[RewritePass] | None = None,
     enabled: Callable[[str], bool] | None = None,
 ) -> fx.GraphModule:
@@ -141,6 +185,12 @@ def lower(
         target: a profile name ("generic" default, "rknn2", "kneron", "ethos-u55", "tidl"; see
             `fxlower targets`) or a `fxlower.Target`: ops the target lacks are lowered with a
             formulation whose ops it has; ops it runs natively are kept.
+        embedding: "matmul" (default): table lookups become one-hot products on the device
+            (2*V FLOPs per output value of a V-row table). "host": lookups of a stored table
+            by an index taken from the inputs move to a host graph; the result is a module
+            with submodules `host` (the lookups: run it before the device, on the CPU) and
+            `device` (the gather-free graph, taking the rows as inputs); calling it runs
+            both. `report.host` lists the lookups and the FLOPs each saves.
         passes: the passes to run (default: fxlower.passes.PASSES).
         enabled: predicate over rewrite ids ("<pass>:<node>") to switch single rewrites off.
 
@@ -152,12 +202,14 @@ def lower(
         raise ValueError("on_forbidden must be 'raise' or 'warn'")
     if merge not in ("auto", "always", "never"):
         raise ValueError("merge must be 'auto', 'always' or 'never'")
+    if embedding not in ("matmul", "host"):
+        raise ValueError("embedding must be 'matmul' or 'host'")
     inputs = _as_inputs(example_inputs)
     _check_model(model, inputs)
     from .targets import get_target
 
     tgt = get_target(target)
-    options = Options(assume_finite=assume_finite, merge=merge, target=tgt)
+    options = Options(assume_finite=assume_finite, merge=merge, target=tgt, embedding=embedding)
     plist = list(_passes() if passes is None else passes)
     on = enabled or (lambda rid: True)
     gm, report = _lower_once(model, inputs, options, plist, on, tracer)
@@ -280,17 +332,31 @@ def export(
     inputs = _as_inputs(example_inputs)
     if inputs is None:
         raise LoweringError("fxlower.export needs example_inputs")
+    from . import host
+
     lowered = lower(model, inputs, target=target, **lower_kwargs)
     report = report_of(lowered)
     t0 = time.perf_counter()
-    onnx_export(lowered, inputs, path)
+    split = host.parts(lowered)
+    prepare = None
+    if split is None:
+        onnx_export(lowered, inputs, path)
+    else:  # embedding="host": the device graph goes to `path`, the lookups beside it
+        host_gm, device = split
+        host_path = host_path_of(path)
+        onnx_export(host_gm, _host_inputs(lowered, inputs), host_path)
+        onnx_export(device, _device_inputs(lowered, inputs), path)
+        report.onnx["host_path"] = str(host_path)
+
+        def prepare(run_inputs: tuple[Any, ...]) -> tuple[Any, ...]:
+            return _device_inputs(lowered, run_inputs)
     report.seconds["export"] = time.perf_counter() - t0
     result = check_file(path, forbid=forbid, allow=allow, target=target)
-    report.onnx = {"path": str(path), "nodes": result.n_nodes,
-                   "forbidden": len(result.violations), "op_counts": result.op_counts}
+    report.onnx.update({"path": str(path), "nodes": result.n_nodes,
+                        "forbidden": len(result.violations), "op_counts": result.op_counts})
     if not result.ok:
         raise LoweringError("the exported ONNX file still has forbidden ops:\n" + result.format())
-    err = ort_compare(model, inputs, path)
+    err = ort_compare(model, inputs, path, prepare=prepare)
     report.onnx["ort_max_abs_error"] = err
     return report
 
@@ -311,11 +377,13 @@ def onnx_export(module: torch.nn.Module, inputs: tuple[Any, ...], path: str | os
 
 
 def ort_compare(model: torch.nn.Module, inputs: tuple[Any, ...], path: str | os.PathLike[str],
-                *, draws: int = 2) -> float:
+                *, draws: int = 2,
+                prepare: Callable[[tuple[Any, ...]], tuple[Any, ...]] | None = None) -> float:
     """Run the ONNX file in onnxruntime on the example inputs and fresh draws and compare
     with the original model, with the same tolerance as `verify` (grounded in the original's
     own fp32 error against a float64 run). Returns the max abs error; raises
-    VerificationError on a mismatch."""
+    VerificationError on a mismatch. `prepare` maps the model's inputs to the file's (the
+    host lookups of an embedding="host" model)."""
     import numpy as np
     import onnxruntime as ort
 
@@ -326,7 +394,8 @@ def ort_compare(model: torch.nn.Module, inputs: tuple[Any, ...], path: str | os.
     twin = float64_twin(model)
     worst = 0.0
     for r, run_inputs in enumerate([inputs] + [draw_like(inputs, 1000 + i) for i in range(draws)]):
-        leaves = [t for t in pytree.tree_leaves(run_inputs) if isinstance(t, torch.Tensor)]
+        fed = run_inputs if prepare is None else prepare(run_inputs)
+        leaves = [t for t in pytree.tree_leaves(fed) if isinstance(t, torch.Tensor)]
         feed = {n: (t.float() if t.dtype == torch.bfloat16 else t).numpy()
                 for n, t in zip(names, leaves, strict=False)}
         got = sess.run(None, feed)

@@ -101,7 +101,7 @@ def _cmd_targets(args: argparse.Namespace) -> int:
 
 
 def _lower_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    return {"assume_finite": args.assume_finite, "merge": args.merge}
+    return {"assume_finite": args.assume_finite, "merge": args.merge, "embedding": args.embedding}
 
 
 def _cmd_lower(args: argparse.Namespace) -> int:
@@ -169,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--assume-finite", action="store_true",
                        help="float sources hold no NaN/inf/-0.0 (cheaper mask products)")
         s.add_argument("--merge", choices=["auto", "always", "never"], default="auto")
+        s.add_argument("--embedding", choices=["matmul", "host"], default="matmul",
+                       help="host: table lookups run on the host and the device graph takes "
+                       "the rows as inputs (written beside OUT.onnx as OUT.host.onnx)")
         s.set_defaults(func=func)
 
     d = sub.add_parser("demo", help="lower the bundled models and print the report table")

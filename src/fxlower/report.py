@@ -41,6 +41,7 @@ class Report:
     verification: dict[str, Any] = field(default_factory=dict)
     rolled_back: list[str] = field(default_factory=list)
     onnx: dict[str, Any] = field(default_factory=dict)  # filled by fxlower.export
+    host: list[dict[str, Any]] = field(default_factory=list)  # lookups moved to the host
     seconds: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
@@ -67,6 +68,14 @@ class Report:
                 cost = f"+{a.macs:,} MACs" if a.macs else "no MACs"
                 mask = f", mask {a.mask_elems:,} elems" if a.mask_elems else ""
                 lines.append(f"  {a.pass_name:<{w}}  {a.op}: {a.detail} ({cost}{mask})")
+        if self.host:
+            lines.append("")
+            lines.append(f"on the host ({len(self.host)}; the device graph takes the rows as inputs):")
+            for h in self.host:
+                lines.append(
+                    f"  {h['op']}: table {'x'.join(map(str, h['table_shape']))} -> input "
+                    f"'{h['rows_input']}' {list(h['rows_shape'])}: 0 device FLOPs "
+                    f"(the one-hot product would add {h['device_flops_saved']:,})")
         if self.skipped:
             lines.append("")
             lines.append(f"skipped ({len(self.skipped)}):")
@@ -96,6 +105,8 @@ class Report:
                 f"{o.get('forbidden', 0)}, onnxruntime max abs error "
                 f"{o.get('ort_max_abs_error', float('nan')):.3g}"
             )
+            if o.get("host_path"):
+                lines.append(f"onnx: {o['host_path']}: the host lookups (run before the device file)")
         for wmsg in self.warnings:
             lines.append(f"warning: {wmsg}")
         return "\n".join(lines)

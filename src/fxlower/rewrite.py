@@ -33,6 +33,7 @@ class Options:
     assume_finite: bool = False  # the user promises float sources hold no NaN/inf/-0.0
     merge: str = "auto"  # "auto" | "always" | "never" (linear-chain merges)
     target: Target | None = None  # None for the generic target
+    embedding: str = "matmul"  # "matmul" (one-hot product) | "host" (lookups split off: host.py)
 
 
 @dataclass(frozen=True)
