@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import os
 import tempfile
@@ -55,9 +54,9 @@ def _check_model(model: Any, inputs: tuple[Any, ...] | None) -> None:
             raise LoweringError(f"an example input is on device '{t.device}'; pass CPU tensors")
     if inputs is not None:  # wrong arity, shapes or dtypes: say so before any tracer does
         try:
-            with torch.no_grad(), warnings.catch_warnings():
+            with torch.no_grad(), warnings.catch_warnings(), graph.preserved_state(model):
                 warnings.simplefilter("ignore")
-                copy.deepcopy(model)(*inputs)  # a copy: a training-mode BN would update stats
+                model(*inputs)  # state restored: a training-mode BN would update its statistics
         except Exception as e:  # noqa: BLE001 - any failure of the user's own forward
             first = (str(e).strip().splitlines() or [""])[0]
             raise LoweringError(

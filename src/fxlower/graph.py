@@ -65,16 +65,26 @@ class _Annotator(fx.Interpreter):
 def stateful(module: torch.nn.Module) -> bool:
     """Whether running the module can change its own state: a submodule in training mode
     (BatchNorm statistics), an embedding with max_norm, or an in-place op on a parameter or
-    buffer in a graph."""
+    buffer in a graph. A GraphModule's own attribute containers (torch.export unflattens
+    them as plain training-mode modules) do not count: only modules its graph calls."""
+    if isinstance(module, fx.GraphModule):  # only what its graph runs: the modules it calls
+        for n in module.graph.nodes:
+            if n.op == "call_module" and _holds_state(module.get_submodule(str(n.target))):
+                return True
+            if _mutates(n) and any(a.op == "get_attr" for a in n.all_input_nodes):
+                return True
+        return False
+    return module.training or _holds_state(module)
+
+
+def _holds_state(module: torch.nn.Module) -> bool:
+    """A (sub)module that writes its own state when run: training-mode modules with buffers
+    (BatchNorm statistics), embeddings with max_norm."""
     for m in module.modules():
-        if m.training and (any(True for _ in m.buffers(recurse=False)) or m is module):
+        if m.training and any(True for _ in m.buffers(recurse=False)):
             return True
         if isinstance(m, torch.nn.Embedding) and m.max_norm is not None:
             return True
-    if isinstance(module, fx.GraphModule):
-        for n in module.graph.nodes:
-            if _mutates(n) and any(a.op == "get_attr" for a in n.all_input_nodes):
-                return True
     return False
 
 
