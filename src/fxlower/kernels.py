@@ -64,7 +64,8 @@ OPS: dict[str, frozenset[str]] = {
     "matmul": frozenset({"MatMul", "Reshape"}),
     "masked_sum:compare": frozenset({"Where", "ReduceSum", "Transpose", "Unsqueeze"}),
     "masked_sum:arith": frozenset({"Mul", "ReduceSum", "Transpose", "Unsqueeze"}),
-    "codes": frozenset({"Sub", "Equal", "Where", "Div", "Less", "Mul", "MatMul", "Reshape"}),
+    "codes": frozenset({"Sub", "Equal", "Where", "Div", "Less", "Mul", "Add", "Cast", "MatMul",
+                        "Reshape"}),
     "pack": frozenset({"ReduceSum", "Floor", "Concat", "Slice"}),
 }
 
@@ -121,14 +122,17 @@ def _to(x: Tensor, dtype: torch.dtype, src: torch.dtype) -> Tensor:
 
 def classes(b: Any, x: Tensor) -> Tensor:
     """Class code of every element as float32: 0 finite (not -0.0), 1 NaN, 2 +inf, 3 -inf,
-    4 -0.0. Comparisons and Where only (x == x is false for NaN; 1/x < 0 tells -0.0 from
-    +0.0), no Not/And, so targets with few logical ops can run it."""
+    4 -0.0, as a sum of 0/1 indicators (the classes exclude each other; x == x is false for
+    NaN, 1/x < 0 tells -0.0 from +0.0): comparisons, Cast and arithmetic, no Where and no
+    Not/And. onnxruntime's Where is slow (1.32: ~45 ms over 9.6M floats, against ~1 ms for
+    Equal and ~7 ms for a Cast), and this runs over the whole source."""
     inf = float("inf")
-    c = torch.where(x == x, 0.0, float(NAN))
-    c = torch.where(x == inf, float(POSINF), c)
-    c = torch.where(x == -inf, float(NEGINF), c)
-    one = b.const(torch.ones((), dtype=torch.float32), "one")
-    return torch.where(x == 0, torch.where((one / x) < 0, float(NEGZERO), c), c)
+    f = torch.float32
+    one = b.const(torch.ones((), dtype=f), "one")
+    c = 1.0 - (x == x).to(f)  # NAN
+    c = c + (x == inf).to(f) * float(POSINF)
+    c = c + (x == -inf).to(f) * float(NEGINF)
+    return c + (x == 0).to(f) * ((one / x) < 0).to(f) * float(NEGZERO)
 
 
 def finite_part(x: Tensor) -> Tensor:
