@@ -158,9 +158,12 @@ def build_so_chain(quick: bool) -> tuple[nn.Module, tuple[Any, ...]]:
     return _seeded(make)
 
 
-def build_conv_bn_conv(quick: bool) -> tuple[nn.Module, tuple[Any, ...]]:
-    """conv3x3 -> BatchNorm (eval, non-trivial statistics) -> conv1x1."""
+def build_conv_bn_conv(quick: bool, out_ratio: float = 1.0) -> tuple[nn.Module, tuple[Any, ...]]:
+    """conv3x3 -> BatchNorm (eval, non-trivial statistics) -> conv1x1 (c -> c -> c*out_ratio).
+    Merged, the 3x3 conv maps c to c*out_ratio channels directly: 9*c*c*r MACs per pixel
+    against 9*c*c + c*c*r, so the merge pays (r < 8/9) or is refused by the cost model."""
     c, side = (8, 16) if quick else (64, 56)
+    co = max(1, int(c * out_ratio))
 
     def make() -> tuple[nn.Module, tuple[Any, ...]]:
         bn = nn.BatchNorm2d(c)
@@ -170,7 +173,7 @@ def build_conv_bn_conv(quick: bool) -> tuple[nn.Module, tuple[Any, ...]]:
             bn.running_var.uniform_(0.5, 2.0)
             bn.weight.normal_()
             bn.bias.normal_()
-        m = nn.Sequential(nn.Conv2d(c, c, 3, padding=1), bn, nn.Conv2d(c, c, 1)).eval()
+        m = nn.Sequential(nn.Conv2d(c, c, 3, padding=1), bn, nn.Conv2d(c, co, 1)).eval()
         return m, (torch.randn(1, c, side, side),)
 
     return _seeded(make)
@@ -227,6 +230,10 @@ def workloads(quick: bool) -> list[Workload]:
                  "SO conv chain"),
         Workload("conv_bn_conv1x1", "(d) conv3x3 -> BN -> conv1x1", build_conv_bn_conv, 0.7,
                  "conv-BN-1x1"),
+        Workload("conv_bn_conv1x1[c/4 out]", "(d) conv3x3 -> BN -> conv1x1 reducing to c/4",
+                 lambda q: build_conv_bn_conv(q, 0.25)),
+        Workload("conv_bn_conv1x1[4c out]", "(d) conv3x3 -> BN -> conv1x1 expanding to 4c "
+                 "(merge refused by the cost model)", lambda q: build_conv_bn_conv(q, 4.0)),
         Workload("hf_bert_base", "(e) BERT-base, seq 128", lambda q: build_zoo("hf_bert_base", q),
                  1.35, "BERT-base", time_export=True),
         Workload("hf_bert_base[host]", "(e) BERT-base, seq 128, embedding=\"host\"",
