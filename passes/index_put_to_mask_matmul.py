@@ -184,17 +184,8 @@ class IndexPutToMaskMatmul(RewritePass):
             macs += 0 if data["v_finite"] else macs // 8
             return Plan(detail=f"last writer wins: ReduceMax + one-hot matmul, {where}",
                         macs=macs, mask_elems=mask, data=data)
-        if not sx.dtype.is_floating_point:
-            detail = f"sum: one-hot matmul in the integer dtype (exact), {where}"
-        elif k <= so.MAX_UNROLL:
-            detail = f"sum in index order, unrolled over {k} writers (bit-exact), {where}"
-        else:
-            detail = (f"sum: one-hot matmul of {k} writers, {where}; within float rounding, "
-                      "not bit-exact (summation order differs from PyTorch's)")
-            if not data["v_finite"]:  # NaN / +inf / -inf counts: a matmul 3x as wide
-                return Plan(detail=detail, macs=4 * pre * n * k * post, mask_elems=mask,
-                            data=data)
-        return Plan(detail=detail, macs=pre * n * k * post, mask_elems=mask, data=data)
+        return so.sum_plan(sx.dtype, k, where, pre * n * k * post, mask,
+                           data["v_finite"], data)
 
     def replace(self, node: fx.Node, plan: Plan, b: Builder) -> fx.Node:
         d = plan.data

@@ -30,6 +30,9 @@ Legality (each a skip reason):
    merged conv would cost more (depthwise 3x3 -> pointwise 1x1, low-rank pairs) and the
    report gives both counts. merge="always" merges every legal run whatever the cost;
    merge="never" leaves convs alone. Without shapes the counts are per output position.
+5. not in bfloat16 (any merge setting): PyTorch 2.13's CPU bfloat16 convolution (oneDNN)
+   computes some merged shapes wrongly, e.g. a (7, 3) kernel with stride (1, 2) over a
+   7x3 input (tests/regressions/test_fuzz_conv_bf16_merged_conv.py); BN folds stay.
 
 Chains of three or more are planned as a whole (the best split into merged runs), so a
 triple that is cheaper merged is merged even when its first pair alone would not be. One
@@ -53,6 +56,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
+import torch
 import torch.fx as fx
 
 from fxlower import linear_ops as lo
@@ -231,3 +235,11 @@ class MergeConvChain(ChainMerge):
     name = "merge_conv_chain"
     families = ("conv1d", "conv2d", "conv3d")
     noun = "conv"
+
+    def check(self, node: fx.Node, ctx: Context) -> Plan | Skip:
+        plan = super().check(node, ctx)
+        if isinstance(plan, Plan) and plan.data["module"].weight.dtype == torch.bfloat16:
+            return Skip("bfloat16: PyTorch's CPU bfloat16 convolution (oneDNN, torch 2.13) "
+                        "computes some merged kernel shapes wrongly (reads uninitialised "
+                        "memory), so conv chains are merged in float32/float16/float64 only")
+        return plan

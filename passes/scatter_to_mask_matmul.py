@@ -136,17 +136,8 @@ class ScatterToMaskMatmul(RewritePass):
             kind = "ReduceMax + one-hot matmul" if tensor_src else "ReduceMax + Where"
             return Plan(detail=f"last writer wins: {kind}, {shape}", macs=macs,
                         mask_elems=mask, data=data)
-        if not sx.dtype.is_floating_point:
-            detail = f"sum: one-hot matmul in the integer dtype (exact), {shape}"
-        elif k <= so.MAX_UNROLL:
-            detail = f"sum in index order, unrolled over {k} writers (bit-exact), {shape}"
-        else:
-            detail = (f"sum: one-hot matmul of {k} writers, {shape}; within float rounding, "
-                      "not bit-exact (summation order differs from PyTorch's)")
-            if not data["v_finite"]:  # NaN / +inf / -inf counts: a matmul 3x as wide
-                return Plan(detail=detail, macs=4 * bsz * n * k * rsz, mask_elems=mask,
-                            data=data)
-        return Plan(detail=detail, macs=bsz * n * k * rsz, mask_elems=mask, data=data)
+        return so.sum_plan(sx.dtype, k, shape, bsz * n * k * rsz, mask,
+                           data["v_finite"], data)
 
     def replace(self, node: fx.Node, plan: Plan, b: Builder) -> fx.Node:
         d = plan.data
