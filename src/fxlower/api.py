@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import tempfile
@@ -54,9 +55,9 @@ def _check_model(model: Any, inputs: tuple[Any, ...] | None) -> None:
             raise LoweringError(f"an example input is on device '{t.device}'; pass CPU tensors")
     if inputs is not None:  # wrong arity, shapes or dtypes: say so before any tracer does
         try:
-            with torch.no_grad(), warnings.catch_warnings(), graph.preserved_state(model):
+            with torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                model(*inputs)  # state restored: a training-mode BN would update its statistics
+                copy.deepcopy(model)(*inputs)  # a copy: forward may change Python state too
         except Exception as e:  # noqa: BLE001 - any failure of the user's own forward
             first = (str(e).strip().splitlines() or [""])[0]
             raise LoweringError(

@@ -10,6 +10,7 @@ never touched: capture works on a deep copy.
 from __future__ import annotations
 
 import copy
+import operator
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +48,28 @@ def _opaque_leaves(gm: fx.GraphModule) -> list[str]:
             if isinstance(mod, OPAQUE_MODULES):
                 out.append(f"{type(mod).__name__} '{n.target}'")
     return out
+
+
+def _mutates_anything(ep: Any) -> bool:
+    """Whether the exported graph writes anything (an in-place or out= op, a buffer or input
+    it mutates, a training-mode BatchNorm): only then is functionalising worth its cost
+    (`run_decompositions` takes about three times as long as the export on BERT-base). A
+    graph without writes is already functional and is used as exported."""
+    sig = ep.graph_signature
+    if sig.buffers_to_mutate or sig.user_inputs_to_mutate or getattr(
+            sig, "parameters_to_mutate", None):
+        return True
+    for n in ep.graph.nodes:
+        if n.op != "call_function":
+            continue
+        t = n.target
+        if isinstance(t, torch._ops.OpOverload) and t._schema.is_mutable:
+            return True
+        if t is torch.ops.aten.batch_norm.default and len(n.args) > 5 and n.args[5]:
+            return True  # training-mode BN updates its running statistics
+        if not isinstance(t, torch._ops.OpOverload) and t is not operator.getitem:
+            return True  # (higher-order ops and anything unknown: functionalise)
+    return False
 
 
 def _detach_parameter_writes(gm: fx.GraphModule) -> None:
@@ -126,12 +149,14 @@ def _export(
             "neither tracer could capture the model: "
             f"torch.fx.symbolic_trace: {trace_error}; torch.export: {_reason(e)}"
         ) from e
-    try:
-        # functionalise (slice assignment becomes slice_scatter, index_put_ index_put, BN
-        # the no-training op) without decomposing anything else
-        ep = ep.run_decompositions({})
-    except Exception as e:  # noqa: BLE001
-        raise LoweringError(f"torch.export could not functionalise the graph: {_reason(e)}") from e
+    if _mutates_anything(ep):
+        try:
+            # functionalise (slice assignment becomes slice_scatter, index_put_ index_put,
+            # BN the no-training op) without decomposing anything else
+            ep = ep.run_decompositions({})
+        except Exception as e:  # noqa: BLE001
+            raise LoweringError(
+                f"torch.export could not functionalise the graph: {_reason(e)}") from e
     gm = ep.module()
     _detach_parameter_writes(gm)
     if trace_error.startswith("not tried"):
