@@ -186,6 +186,27 @@ def test_broadcast_is_seen_through_value_keeping_casts() -> None:
         assert_same_outputs(Unshuffle()(x, ids), lowered(x, ids))
 
 
+def test_no_tensor_exceeds_the_documented_mask_bound() -> None:
+    """Issue 7's memory rule, checked on the graph itself, not just the report: the MAE
+    pattern's lowered graph holds no tensor larger than its source or the reported mask
+    (B*K*N); the full index-shaped mask would be numel(idx)*N, 64 times the source here."""
+    from fxlower import graph as g
+
+    class Gather(nn.Module):
+        def forward(self, x, ids):
+            return torch.gather(x, 1, ids.unsqueeze(-1).expand(-1, -1, x.shape[2]))
+
+    x, ids = nonfinite(_x(2, 64, 128)), torch.rand(2, 64).argsort(1)[:, :16]
+    for tracer in TRACERS:
+        lowered = lower_quiet(Gather(), (x, ids), tracer=tracer)
+        (row,) = applied(lowered, "gather_to_mask_matmul")
+        assert row.mask_elems == 2 * 16 * 64
+        g.annotate(lowered, (x, ids))
+        sizes = [s.numel for n in lowered.graph.nodes if (s := g.spec(n)) is not None]
+        assert max(sizes) <= max(x.numel(), row.mask_elems) < ids.numel() * 128 * 64
+        assert_same_outputs(Gather()(x, ids), lowered(x, ids))
+
+
 def test_repeat_that_tiles_is_not_a_broadcast() -> None:
     class Tile(nn.Module):
         def forward(self, x, ids):
