@@ -186,6 +186,27 @@ def test_broadcast_is_seen_through_value_keeping_casts() -> None:
         assert_same_outputs(Unshuffle()(x, ids), lowered(x, ids))
 
 
+def test_indexing_a_buffer_is_lowered() -> None:
+    """symbolic_trace records `self.buffer[ids]` as call_method __getitem__ (a proxy's is
+    operator.getitem): it was neither normalised nor counted, so lower() said "nothing
+    remains" with the gather still in the graph (found in review)."""
+
+    class Cache(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("cache", torch.randn(10, 4))
+
+        def forward(self, ids):
+            return self.cache[ids] * 1.0
+
+    ids = torch.tensor([4, 0, 9])
+    lowered = lower_quiet(Cache().eval(), (ids,), tracer="symbolic_trace")
+    assert len(applied(lowered, "index_to_mask_matmul")) == 1
+    assert gather_ops_left(lowered) == {}
+    assert not any(n.op == "call_method" and n.target == "__getitem__" for n in lowered.graph.nodes)
+    assert_same_outputs(Cache().eval()(ids), lowered(ids))
+
+
 def test_no_tensor_exceeds_the_documented_mask_bound() -> None:
     """Issue 7's memory rule, checked on the graph itself, not just the report: the MAE
     pattern's lowered graph holds no tensor larger than its source or the reported mask

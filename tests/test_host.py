@@ -101,7 +101,8 @@ def test_a_computed_table_stays_on_the_device() -> None:
     low = fxlower.lower(ComputedTable().eval(), (ids,), embedding="host")
     rep = fxlower.report_of(low)
     assert rep.host == []
-    assert any(s.pass_name == "host" and "computed by the model" in s.reason for s in rep.skipped)
+    assert any(s.pass_name == "host" and "table is computed in the graph" in s.reason
+               for s in rep.skipped)
     assert not rep.remaining
 
 
@@ -129,3 +130,43 @@ def test_export_writes_the_device_and_the_host_file(tmp_path: Path) -> None:
     with torch.no_grad():
         ref = model(ids, scale).numpy()
     assert np.abs(out - ref).max() <= 1e-5 * np.abs(ref).max()  # onnxruntime's Gemm rounds its own way
+
+
+class Tied(nn.Module):
+    """One table looked up twice (tied embeddings), and a forward with a default argument."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tok = nn.Embedding(20, 4)
+
+    def forward(self, ids: torch.Tensor, other: torch.Tensor, k: float = 2.0) -> torch.Tensor:
+        return self.tok(ids) * k + self.tok(other)
+
+
+class MaskRows(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(10, 4))
+
+    def forward(self, m: torch.Tensor) -> torch.Tensor:
+        return self.w[m].sum(0)
+
+
+@pytest.mark.parametrize("tracer", ["symbolic_trace", "export"])
+def test_a_table_looked_up_twice_gets_one_input_per_lookup(tracer: str) -> None:
+    torch.manual_seed(0)
+    model = Tied().eval()
+    ids, other = torch.randint(0, 20, (2, 5)), torch.randint(0, 20, (2, 5))
+    low = fxlower.lower(model, (ids, other), embedding="host", tracer=tracer)
+    rows = [h["rows_input"] for h in fxlower.report_of(low).host]
+    assert len(rows) == 2 and len(set(rows)) == 2
+    with torch.no_grad():
+        assert torch.equal(low(ids, other), model(ids, other))
+        if tracer == "symbolic_trace":  # the model's default stays a default
+            assert torch.equal(low(ids, other, 3.0), model(ids, other, 3.0))
+
+
+def test_a_boolean_mask_lookup_stays_on_the_device_with_the_reason() -> None:
+    m = torch.rand(10, generator=torch.Generator().manual_seed(0)) > 0.5
+    with pytest.raises(fxlower.LoweringError, match="not an integer tensor"):
+        fxlower.lower(MaskRows().eval(), (m,), embedding="host", tracer="export")

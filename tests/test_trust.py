@@ -150,3 +150,55 @@ def test_lowered_module_keeps_the_model_mode_and_eval_tables_stay_cheap(tracer: 
     (row,) = [a for a in fxlower.report_of(lowered).applied if "10 rows" in a.detail]
     assert "code path" not in row.detail
     assert lower_quiet(GatherEmbed().train(), _inputs(), tracer=tracer).training is True
+
+
+def test_a_failed_symbolic_trace_does_not_leak_into_torch_export() -> None:
+    """A forward traced with proxies may store them on the module before tracing fails;
+    torch.export then gets a fresh copy of the model (found in review)."""
+
+    class Cache(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.tok = nn.Embedding(20, 4)
+            self.pos = None
+
+        def forward(self, ids):
+            if self.pos is None:
+                self.pos = torch.arange(ids.shape[1])  # a Proxy under symbolic_trace
+            y = self.tok(ids) + self.pos.unsqueeze(-1)
+            if ids.shape[1] > 3:  # symbolic_trace fails here
+                y = y * 2
+            return y
+
+    ids = torch.randint(1, 20, (2, 5), generator=torch.Generator().manual_seed(0))
+    model = Cache().eval()
+    low = fxlower.lower(model, (ids,))
+    assert fxlower.report_of(low).capture == "torch.export"
+    with torch.no_grad():
+        assert torch.equal(low(ids), Cache.forward(model, ids))
+
+
+def test_functional_batch_norm_statistics_are_untouched_by_lowering() -> None:
+    """Training-mode F.batch_norm on the module's own buffers (no submodule, no in-place
+    op in the graph): lowering's own runs leave the statistics as they were (found in
+    review); buffers are always restored, parameters when the module is stateful."""
+    import torch.nn.functional as F
+
+    class FBN(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("rm", torch.zeros(4))
+            self.register_buffer("rv", torch.ones(4))
+
+        def forward(self, x, i):
+            return F.batch_norm(x, self.rm, self.rv, training=self.training, momentum=0.5)[i]
+
+    g = torch.Generator().manual_seed(0)
+    model = FBN().train()
+    x, i = torch.randn(8, 4, generator=g) + 3, torch.tensor([2, 5])
+    low = fxlower.lower(model, (x, i))
+    assert torch.equal(model.rm, torch.zeros(4)) and torch.equal(low.rm, torch.zeros(4))
+    with torch.no_grad():
+        model(x, i)
+        low(x, i)
+    assert torch.equal(model.rm, low.rm) and torch.equal(model.rv, low.rv)

@@ -28,11 +28,24 @@ class Captured:
     note: str  # why symbolic tracing was not used ("" when it was)
 
 
+_DUNDER_CALLS = {"__getitem__": operator.getitem, "__setitem__": operator.setitem}
+
+
 def _mode_of(model: torch.nn.Module, gm: fx.GraphModule) -> fx.GraphModule:
     """A new GraphModule starts in training mode; give it the model's own flag (the
     submodules it holds keep theirs), so `lowered.training == model.training` and passes
-    that depend on the mode see the model's."""
+    that depend on the mode see the model's. Also one spelling of indexing: symbolic
+    tracing records `self.buffer[ids]` / `self.buffer[ids] = v` as call_method
+    `__getitem__` / `__setitem__` (a proxy's are call_function operator.getitem/setitem);
+    both become the latter, which normalising, the census and dead-code removal know."""
     gm.training = model.training
+    changed = False
+    for n in gm.graph.nodes:
+        if n.op == "call_method" and n.target in _DUNDER_CALLS:
+            n.op, n.target = "call_function", _DUNDER_CALLS[str(n.target)]
+            changed = True
+    if changed:
+        gm.recompile()
     return gm
 
 
@@ -125,23 +138,19 @@ def capture(
         trace_error = _reason(e)
         if tracer == "symbolic_trace":
             raise LoweringError(f"torch.fx.symbolic_trace failed: {trace_error}") from e
-        # the copy is unchanged (tracing patches torch functions, not the module; a failed
-        # run of the traced graph restored its state), so it serves torch.export too
-        # (BERT-base: one 0.6 s deep copy fewer)
-        return _export(model, example_inputs, trace_error, work)
+    # a fresh copy: a forward traced with proxies may have stored them on the module
     return _export(model, example_inputs, trace_error)
 
 
 def _export(
-    model: torch.nn.Module, example_inputs: tuple[Any, ...] | None, trace_error: str,
-    work: torch.nn.Module | None = None,
+    model: torch.nn.Module, example_inputs: tuple[Any, ...] | None, trace_error: str
 ) -> Captured:
     if example_inputs is None:
         raise LoweringError(
             f"torch.fx.symbolic_trace failed ({trace_error}) and no example_inputs were "
             "given, so torch.export could not be tried"
         )
-    work = copy.deepcopy(model) if work is None else work
+    work = copy.deepcopy(model)
     try:
         ep = torch.export.export(work, tuple(example_inputs), strict=False)
     except Exception as e:  # noqa: BLE001

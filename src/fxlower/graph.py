@@ -89,24 +89,26 @@ def _holds_state(module: torch.nn.Module) -> bool:
 
 
 class preserved_state:
-    """Restore a module's parameters and buffers (in place, same tensor objects) after the
-    block, when running it could change them (see `stateful`)."""
+    """Restore a module's buffers, and its parameters when running it could change them
+    (see `stateful`), after the block: in place, same tensor objects. Buffers are always
+    saved (cheap, and a forward may write a cache buffer in any mode); parameters, large,
+    only for stateful modules."""
 
     def __init__(self, *modules: torch.nn.Module) -> None:
-        self.saved = [
-            (m, {k: v.detach().clone() for k, v in m.state_dict(keep_vars=True).items()})
-            for m in modules if stateful(m)
-        ]
+        self.saved: list[list[tuple[torch.Tensor, torch.Tensor]]] = []
+        for m in modules:
+            tensors = list(m.buffers())
+            if stateful(m):
+                tensors += list(m.parameters())
+            self.saved.append([(t, t.detach().clone()) for t in tensors])
 
     def __enter__(self) -> None:
         return None
 
     def __exit__(self, *exc: Any) -> None:
         with torch.no_grad():
-            for m, saved in self.saved:
-                current = m.state_dict(keep_vars=True)
-                for k, v in saved.items():
-                    now = current[k]
+            for pairs in self.saved:
+                for now, v in pairs:
                     unchanged = now.shape == v.shape and bool(
                         ((now == v) | (now.isnan() & v.isnan()) if now.is_floating_point()
                          else (now == v)).all()

@@ -24,6 +24,7 @@ from __future__ import annotations
 import inspect
 import operator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.fx as fx
@@ -40,6 +41,9 @@ _HOST_OPS = frozenset({
     "slice", "select", "add", "sub", "mul", "remainder", "fmod", "where", "lt", "le", "gt",
     "ge", "eq", "ne", "neg", "permute", "transpose", "t", "getitem", "clamp", "_assert_tensor_metadata",
 })
+
+
+_INDEX_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8)
 
 
 @dataclass(frozen=True)
@@ -77,10 +81,15 @@ def host_problem(node: fx.Node) -> str | None:
     """Why this lookup cannot move to the host, or None. `node` is an aten.index.Tensor."""
     table, indices = node.args[0], node.args[1]
     if not (isinstance(table, fx.Node) and table.op == "get_attr"):
-        return "the table is computed by the model, not a stored parameter or buffer"
+        return ("the table is computed in the graph (e.g. an embedding's padding_idx "
+                "gradient guard in training mode), not a stored parameter or buffer")
     if not isinstance(indices, (list, tuple)) or len(indices) != 1 or not isinstance(indices[0], fx.Node):
         return "not a lookup of whole rows along dim 0"
     idx = indices[0]
+    si = g.spec(idx)
+    if si is None or si.dtype not in _INDEX_DTYPES:
+        return ("the index is not an integer tensor (a boolean mask selects a data-dependent "
+                "number of rows)")
     if g.is_const(idx):
         return "the index is a constant (lowered to constant rows on the device)"
     for a in _ancestors(idx):
@@ -114,6 +123,7 @@ def split(gm: fx.GraphModule) -> tuple[fx.GraphModule, list[HostLookup], list[tu
     if not moved:
         return gm, [], refused
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    defaults = {p: p.args for p in placeholders}  # the model's own, for the composed module
     codegen = gm.graph._codegen
     out = next(n for n in gm.graph.nodes if n.op == "output")
     n_out = len(out.args[0]) if isinstance(codegen, fx.graph._PyTreeCodeGen) else None
@@ -122,7 +132,7 @@ def split(gm: fx.GraphModule) -> tuple[fx.GraphModule, list[HostLookup], list[tu
     hg = fx.Graph()
     env: dict[fx.Node, fx.Node] = {}
     for p in placeholders:
-        env[p] = hg.placeholder(p.name)
+        env[p] = hg.placeholder(p.name, default_value=_default(defaults[p]))
         env[p].meta = dict(p.meta)
     need: set[fx.Node] = set()
     for n in moved:
@@ -134,6 +144,7 @@ def split(gm: fx.GraphModule) -> tuple[fx.GraphModule, list[HostLookup], list[tu
     # the device graph: each lookup becomes an input
     lookups: list[HostLookup] = []
     last_ph = placeholders[-1] if placeholders else None
+    taken = {p.name for p in placeholders}
     for n in moved:
         table = n.args[0]
         assert isinstance(table, fx.Node)
@@ -141,8 +152,13 @@ def split(gm: fx.GraphModule) -> tuple[fx.GraphModule, list[HostLookup], list[tu
         s = g.spec(n)
         assert s is not None
         where = last_ph.next if last_ph is not None else next(iter(gm.graph.nodes))
+        name = base = str(table.target).replace(".", "_") + "_rows"
+        i = 1
+        while name in taken:  # a table looked up twice (tied embeddings): one input each
+            name, i = f"{base}_{i}", i + 1
+        taken.add(name)
         with gm.graph.inserting_before(where):
-            ph = gm.graph.placeholder(str(table.target).replace(".", "_") + "_rows")
+            ph = gm.graph.placeholder(name)
         ph.meta[g.VAL] = s
         last_ph = ph
         n.replace_all_uses_with(ph)
@@ -160,6 +176,8 @@ def split(gm: fx.GraphModule) -> tuple[fx.GraphModule, list[HostLookup], list[tu
     for p in placeholders:
         if not p.users:
             gm.graph.erase_node(p)
+        else:
+            p.args = ()  # the host passes every device input: no defaults (rows follow them)
     gm.graph._codegen = fx.graph.CodeGen()  # positional tensors in, the output node's value out
     for k, hook in list(gm._forward_pre_hooks.items()):  # torch.export's input-spec check
         if getattr(hook, "__name__", "") == "_check_input_constraints_pre_hook":
@@ -174,8 +192,7 @@ def split(gm: fx.GraphModule) -> tuple[fx.GraphModule, list[HostLookup], list[tu
     root = torch.nn.Module()
     root.host, root.device = host, gm
     top = fx.Graph()
-    phs = [top.placeholder(p.name, default_value=p.args[0] if p.args else inspect.Signature.empty)
-           for p in placeholders]
+    phs = [top.placeholder(p.name, default_value=_default(defaults[p])) for p in placeholders]
     h = top.call_module("host", tuple(phs))
     d = top.call_module("device", tuple(
         top.call_function(operator.getitem, (h, i)) for i in range(len(kept) + len(moved))))
@@ -187,6 +204,11 @@ def split(gm: fx.GraphModule) -> tuple[fx.GraphModule, list[HostLookup], list[tu
     composed = fx.GraphModule(root, top, class_name="HostSplit")
     composed.training = gm.training
     return composed, lookups, refused
+
+
+def _default(args: tuple[Any, ...]) -> Any:
+    """A placeholder's default value (its only arg), or none."""
+    return args[0] if args else inspect.Signature.empty
 
 
 def parts(lowered: torch.nn.Module) -> tuple[fx.GraphModule, fx.GraphModule] | None:
