@@ -142,6 +142,27 @@ def _device_inputs(composed: fx.GraphModule, inputs: tuple[Any, ...]) -> tuple[A
         return tuple(host(*_host_inputs(composed, inputs)))
 
 
+def _host_onnx_runner(host_gm: fx.GraphModule, composed: fx.GraphModule, host_path: str
+                      ) -> Callable[[tuple[Any, ...]], tuple[Any, ...]]:
+    """The device file's inputs for the model's inputs, computed by running the host file
+    in onnxruntime (so `export`'s comparison covers host.onnx -> device.onnx end to end).
+    The exporter keeps the inputs the host graph uses, in order (it may rename them)."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(host_path, providers=["CPUExecutionProvider"])
+    used = [bool(n.users) for n in host_gm.graph.nodes if n.op == "placeholder"]
+    wanted = [i.name for i in sess.get_inputs()]
+    if len(wanted) != sum(used):
+        raise LoweringError(f"{host_path} takes {len(wanted)} inputs, its graph uses {sum(used)}")
+
+    def run(run_inputs: tuple[Any, ...]) -> tuple[Any, ...]:
+        args = [a for a, u in zip(_host_inputs(composed, run_inputs), used, strict=False) if u]
+        feed = {w: a.numpy() for w, a in zip(wanted, args, strict=True)}
+        return tuple(torch.from_numpy(o) for o in sess.run(None, feed))
+
+    return run
+
+
 def host_path_of(path: str | os.PathLike[str]) -> str:
     """Where `export` writes the host lookups of an embedding="host" model: OUT.host.onnx."""
     p = os.fspath(path)
@@ -348,8 +369,7 @@ def export(
         onnx_export(device, _device_inputs(lowered, inputs), path)
         report.onnx["host_path"] = str(host_path)
 
-        def prepare(run_inputs: tuple[Any, ...]) -> tuple[Any, ...]:
-            return _device_inputs(lowered, run_inputs)
+        prepare = _host_onnx_runner(host_gm, lowered, host_path)
     report.seconds["export"] = time.perf_counter() - t0
     result = check_file(path, forbid=forbid, allow=allow, target=target)
     report.onnx.update({"path": str(path), "nodes": result.n_nodes,
