@@ -139,6 +139,18 @@ _NONDETERMINISTIC_NAMES = (
 )
 
 
+def op_name(node: fx.Node) -> str:
+    """The op a node calls, by name: a method's name, an ATen op's packet name
+    (`aten.embedding.default` -> "embedding"), a function's __name__."""
+    t = node.target
+    if isinstance(t, str):
+        return t
+    if isinstance(t, torch._ops.OpOverload):
+        packet: str = t.overloadpacket.__name__
+        return packet
+    return getattr(t, "__name__", str(t))
+
+
 def _target_name(node: fx.Node) -> str:
     t = node.target
     if isinstance(t, str):

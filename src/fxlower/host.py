@@ -58,13 +58,6 @@ class HostLookup:
     device_flops_saved: int  # what the "matmul" strategy would spend: 2*V per output value
 
 
-def _name(n: fx.Node) -> str:
-    t = n.target
-    if isinstance(t, torch._ops.OpOverload):
-        return t._schema.name.split("::")[-1]
-    return str(getattr(t, "__name__", t))
-
-
 def _ancestors(node: fx.Node) -> list[fx.Node]:
     seen: set[fx.Node] = set()
     stack = [node]
@@ -75,6 +68,10 @@ def _ancestors(node: fx.Node) -> list[fx.Node]:
         seen.add(n)
         stack.extend(n.all_input_nodes)
     return [n for n in node.graph.nodes if n in seen]  # graph order
+
+
+# not a host lookup, and nothing to report: index_to_mask_matmul turns it into constant rows
+CONSTANT_INDEX = "the index is a constant (lowered to constant rows on the device)"
 
 
 def host_problem(node: fx.Node) -> str | None:
@@ -91,14 +88,15 @@ def host_problem(node: fx.Node) -> str | None:
         return ("the index is not an integer tensor (a boolean mask selects a data-dependent "
                 "number of rows)")
     if g.is_const(idx):
-        return "the index is a constant (lowered to constant rows on the device)"
-    for a in _ancestors(idx):
+        return CONSTANT_INDEX
+    ancestors = _ancestors(idx)
+    for a in ancestors:
         if a.op in ("placeholder", "get_attr"):
             continue
-        if a.op == "call_module" or _name(a) not in _HOST_OPS:
-            return (f"the index is computed by the model ('{a.name}': {_name(a)}), so the "
+        if a.op == "call_module" or g.op_name(a) not in _HOST_OPS:
+            return (f"the index is computed by the model ('{a.name}': {g.op_name(a)}), so the "
                     "lookup stays on the device")
-    if not any(a.op == "placeholder" for a in _ancestors(idx)):
+    if not any(a.op == "placeholder" for a in ancestors):
         return "the index depends on no model input"
     return None
 
@@ -110,15 +108,16 @@ def candidates(gm: fx.GraphModule) -> list[fx.Node]:
 
 def split(gm: fx.GraphModule) -> tuple[fx.GraphModule, list[HostLookup], list[tuple[fx.Node, str]]]:
     """Move every eligible lookup of `gm` (annotated, normalised) to the host: `gm` becomes
-    the device graph, in place. Returns the composed module (`compose`), the lookups moved
-    and the lookups refused with their reasons. With nothing to move, returns `gm` as is."""
+    the device graph, in place. Returns the composed module (host then device, a
+    "HostSplit"), the lookups moved and the lookups refused with their reasons. With nothing
+    to move, returns `gm` as is."""
     moved: list[fx.Node] = []
     refused: list[tuple[fx.Node, str]] = []
     for n in candidates(gm):
         reason = host_problem(n)
         if reason is None:
             moved.append(n)
-        elif not reason.startswith("the index is a constant"):
+        elif reason != CONSTANT_INDEX:
             refused.append((n, reason))
     if not moved:
         return gm, [], refused

@@ -73,6 +73,7 @@ import torch
 import torch.fx as fx
 
 from . import kernels
+from .graph import op_name
 from .rewrite import Plan
 
 aten = torch.ops.aten
@@ -243,19 +244,9 @@ _VIEW_NAMES = {
 }
 
 
-def _name(node: fx.Node) -> str:
-    t = node.target
-    if isinstance(t, str):
-        return t
-    if isinstance(t, torch._ops.OpOverload):
-        packet: str = t.overloadpacket.__name__
-        return packet
-    return getattr(t, "__name__", str(t))
-
-
 def _writes_in_place(n: fx.Node) -> bool:
     """An in-place call (`y.add_(1)`, `y.index_add_(...)`): it returns its first argument."""
-    name = _name(n)
+    name = op_name(n)
     return (n.op in ("call_function", "call_method") and name.endswith("_")
             and not name.startswith("_") and not n.meta.get(FRESH)
             and bool(n.args) and isinstance(n.args[0], fx.Node))
@@ -288,14 +279,14 @@ def inplace_problem(node: fx.Node, op: ScatterOp) -> str | None:
     if base.op in ("placeholder", "get_attr"):
         kind = "an input" if base.op == "placeholder" else "a parameter or buffer"
         return f"{what}, which is {kind}: the write would be visible outside forward"
-    fresh = base.meta.get(FRESH) or _name(base) in _FRESH_NAMES
+    fresh = base.meta.get(FRESH) or op_name(base) in _FRESH_NAMES
     if base.op not in ("call_function", "call_method") or not fresh:
         return (f"{what}, and '{base.name}' is not known to be a new tensor (a clone, zeros, "
                 "arithmetic): it may alias an input")
     order = {n: i for i, n in enumerate(node.graph.nodes)}
     for t in chain:
         for u in t.users:
-            if u is not node and order[u] < order[node] and _name(u) in _VIEW_NAMES:
+            if u is not node and order[u] < order[node] and op_name(u) in _VIEW_NAMES:
                 return (f"{what}, and '{u.name}' takes a view of it first, which would see "
                         "the write")
     return None
