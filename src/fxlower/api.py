@@ -16,6 +16,7 @@ import torch.fx as fx
 from torch.utils import _pytree as pytree
 
 from . import census, graph
+from . import host as host_split
 from .capture import capture
 from .errors import LoweringError, VerificationError
 from .normalise import normalise
@@ -102,7 +103,7 @@ def _lower_once(
     if options.embedding == "host" and inputs is not None:
         result = _split_host(gm, inputs, report)
         if result is not gm:
-            feed[0] = _device_inputs(result, inputs)
+            feed[0] = host_split.device_inputs(result, inputs)
             reannotate()
     ctx = Context(gm=gm, options=options, has_shapes=inputs is not None)
     run_passes(gm, passes, ctx, report, enabled=enabled, reannotate=reannotate)
@@ -117,29 +118,14 @@ def _lower_once(
 
 def _split_host(gm: fx.GraphModule, inputs: tuple[Any, ...], report: Report) -> fx.GraphModule:
     """embedding="host": table lookups go to a host graph (fxlower.host)."""
-    from . import host
     from .report import Skipped
 
-    composed, lookups, refused = host.split(gm)
+    composed, lookups, refused = host_split.split(gm)
     report.host = [dataclasses.asdict(h) for h in lookups]
     for n, reason in refused:
         origin = str(n.meta.get("fxl_origin") or n.name)
         report.skipped.append(Skipped("host", n.name, origin, reason))
     return composed
-
-
-def _host_inputs(composed: fx.GraphModule, inputs: tuple[Any, ...]) -> tuple[Any, ...]:
-    """What the host graph takes: the model's inputs, flattened on the export path."""
-    if isinstance(composed.graph._codegen, fx.graph._PyTreeCodeGen):
-        return tuple(pytree.tree_leaves(inputs))
-    return inputs
-
-
-def _device_inputs(composed: fx.GraphModule, inputs: tuple[Any, ...]) -> tuple[Any, ...]:
-    """The device graph's inputs for the model's `inputs` (runs the host lookups)."""
-    host = composed.get_submodule("host")
-    with torch.no_grad():
-        return tuple(host(*_host_inputs(composed, inputs)))
 
 
 def _host_onnx_runner(host_gm: fx.GraphModule, composed: fx.GraphModule, host_path: str
@@ -156,7 +142,8 @@ def _host_onnx_runner(host_gm: fx.GraphModule, composed: fx.GraphModule, host_pa
         raise LoweringError(f"{host_path} takes {len(wanted)} inputs, its graph uses {sum(used)}")
 
     def run(run_inputs: tuple[Any, ...]) -> tuple[Any, ...]:
-        args = [a for a, u in zip(_host_inputs(composed, run_inputs), used, strict=False) if u]
+        args = [a for a, u in zip(host_split.host_inputs(composed, run_inputs), used, strict=False)
+                if u]
         feed = {w: a.numpy() for w, a in zip(wanted, args, strict=True)}
         return tuple(torch.from_numpy(o) for o in sess.run(None, feed))
 
@@ -353,22 +340,19 @@ def export(
     inputs = _as_inputs(example_inputs)
     if inputs is None:
         raise LoweringError("fxlower.export needs example_inputs")
-    from . import host
-
     lowered = lower(model, inputs, target=target, **lower_kwargs)
     report = report_of(lowered)
     t0 = time.perf_counter()
-    split = host.parts(lowered)
+    split = host_split.parts(lowered)
     prepare = None
     if split is None:
         onnx_export(lowered, inputs, path)
     else:  # embedding="host": the device graph goes to `path`, the lookups beside it
         host_gm, device = split
         host_path = host_path_of(path)
-        onnx_export(host_gm, _host_inputs(lowered, inputs), host_path)
-        onnx_export(device, _device_inputs(lowered, inputs), path)
+        onnx_export(host_gm, host_split.host_inputs(lowered, inputs), host_path)
+        onnx_export(device, host_split.device_inputs(lowered, inputs), path)
         report.onnx["host_path"] = str(host_path)
-
         prepare = _host_onnx_runner(host_gm, lowered, host_path)
     report.seconds["export"] = time.perf_counter() - t0
     result = check_file(path, forbid=forbid, allow=allow, target=target)

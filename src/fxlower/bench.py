@@ -88,14 +88,15 @@ MERGE_PREFIXES = ("merge_", "fold_")
 GATHER_FAMILY = ("Gather", "GatherElements", "GatherND")
 MERGE_TARGET = 1.0  # "never slower because of a merge"
 
+MASK_PEAK_TARGET = 0.70  # mask-matmuls at >= 70 % of the measured matmul peak
+MIN_COMPUTE_S = 1e-3  # ... where compute-bound: >= 1 ms of work at the peak
+
 
 def merge_not_slower(r: dict[str, Any]) -> bool:
     """"Never slower because of a merge", with the noise a 2-core machine has: slower means
     the lowered model lost in most rounds (the lower quartile of the per-round ratios is
     above 1), not a median a percent above 1 while the rounds straddle it."""
     return bool(r["ort_paired"]["p25"] <= MERGE_TARGET)
-MASK_PEAK_TARGET = 0.70  # mask-matmuls at >= 70 % of the measured matmul peak
-MIN_COMPUTE_S = 1e-3  # ... where compute-bound: >= 1 ms of work at the peak
 
 
 # --------------------------------------------------------------------------- workloads
@@ -699,7 +700,7 @@ def _quiet() -> contextlib.ExitStack:
 def run_workload(w: Workload, s: Settings, tmp: Path) -> dict[str, Any]:
     import fxlower
     from fxlower import host
-    from fxlower.api import _device_inputs, _host_inputs, onnx_export
+    from fxlower.api import onnx_export
     from fxlower.check import check_file
     from fxlower.verify import draw_like
 
@@ -751,7 +752,7 @@ def run_workload(w: Workload, s: Settings, tmp: Path) -> dict[str, Any]:
     split = host.parts(gm)  # embedding="host": the device graph is what runs on the chip
 
     def lowered_inputs(args: tuple[Any, ...]) -> tuple[Any, ...]:
-        return args if split is None else _device_inputs(gm, args)
+        return args if split is None else host.device_inputs(gm, args)
 
     if split is not None:
         row["host"] = report.host
@@ -773,10 +774,9 @@ def run_workload(w: Workload, s: Settings, tmp: Path) -> dict[str, Any]:
     fo, fl, ta, tb = _time_ort(paths["original"], paths["lowered"], draws, s,
                                [lowered_inputs(d) for d in draws])
     if split is not None:  # the host's share: its lookups in eager torch, per call
-        host_gm = split[0]
-        host_in = [_host_inputs(gm, d) for d in draws]
+        host_gm, host_in = split[0], host.host_inputs(gm, draws[0])
         with torch.no_grad():
-            ts = _repeat(lambda: host_gm(*host_in[0]), s.hi, s.warmup)
+            ts = _repeat(lambda: host_gm(*host_in), s.hi, s.warmup)
         row["host_lookup_ms"] = _ms(ts)
     row["ort_ms"] = {"original": _ms(ta), "lowered": _ms(tb), "rounds": len(ta)}
     row["ort_ratio"] = row["ort_ms"]["lowered"]["median"] / row["ort_ms"]["original"]["median"]

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 import torch.fx as fx
+from torch.utils import _pytree as pytree
 
 from . import graph as g
 
@@ -43,6 +44,7 @@ _HOST_OPS = frozenset({
 })
 
 
+_COMPOSED = "HostSplit"  # the class name of what `split` returns
 _INDEX_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8)
 
 
@@ -200,7 +202,7 @@ def split(gm: fx.GraphModule) -> tuple[fx.GraphModule, list[HostLookup], list[tu
     else:
         top.output(tuple(top.call_function(operator.getitem, (d, j)) for j in range(n_out)))
     top._codegen = codegen
-    composed = fx.GraphModule(root, top, class_name="HostSplit")
+    composed = fx.GraphModule(root, top, class_name=_COMPOSED)
     composed.training = gm.training
     return composed, lookups, refused
 
@@ -211,8 +213,24 @@ def _default(args: tuple[Any, ...]) -> Any:
 
 
 def parts(lowered: torch.nn.Module) -> tuple[fx.GraphModule, fx.GraphModule] | None:
-    """(host, device) of a module `split` composed, else None."""
-    host, device = getattr(lowered, "host", None), getattr(lowered, "device", None)
-    if isinstance(host, fx.GraphModule) and isinstance(device, fx.GraphModule):
-        return host, device
-    return None
+    """(host, device) of a module `split` composed, else None (a model's own submodules
+    named host and device are not mistaken for a split)."""
+    if type(lowered).__name__ != _COMPOSED:
+        return None
+    host, device = lowered.get_submodule("host"), lowered.get_submodule("device")
+    assert isinstance(host, fx.GraphModule) and isinstance(device, fx.GraphModule)
+    return host, device
+
+
+def host_inputs(composed: fx.GraphModule, inputs: tuple[Any, ...]) -> tuple[Any, ...]:
+    """What the host graph takes: the model's inputs, flattened on the export path."""
+    if isinstance(composed.graph._codegen, fx.graph._PyTreeCodeGen):
+        return tuple(pytree.tree_leaves(inputs))
+    return inputs
+
+
+def device_inputs(composed: fx.GraphModule, inputs: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The device graph's inputs for the model's `inputs` (runs the host lookups)."""
+    host = composed.get_submodule("host")
+    with torch.no_grad():
+        return tuple(host(*host_inputs(composed, inputs)))
