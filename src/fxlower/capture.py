@@ -18,7 +18,7 @@ import torch
 import torch.fx as fx
 
 from .errors import LoweringError
-from .graph import preserved_state
+from .graph import _mutates, preserved_state
 
 
 @dataclass
@@ -76,7 +76,7 @@ def _mutates_anything(ep: Any) -> bool:
         if n.op != "call_function":
             continue
         t = n.target
-        if isinstance(t, torch._ops.OpOverload) and t._schema.is_mutable:
+        if _mutates(n):
             return True
         if t is torch.ops.aten.batch_norm.default and len(n.args) > 5 and n.args[5]:
             return True  # training-mode BN updates its running statistics
@@ -93,9 +93,7 @@ def _detach_parameter_writes(gm: fx.GraphModule) -> None:
     `copy_(weight.detach(), new)` writes the same storage and runs with autograd on."""
     params = {name for name, p in gm.named_parameters() if p.requires_grad}
     for n in list(gm.graph.nodes):
-        if n.op != "call_function" or not isinstance(n.target, torch._ops.OpOverload):
-            continue
-        if not n.target._schema.is_mutable or not n.args:
+        if n.op != "call_function" or not _mutates(n) or not n.args:
             continue
         dst = n.args[0]
         if isinstance(dst, fx.Node) and dst.op == "get_attr" and dst.target in params:

@@ -128,11 +128,10 @@ def compare(
     return out, worst, len(ref_leaves), exact
 
 
-def float64_twin(model: torch.nn.Module, *, private: bool = False) -> torch.nn.Module | None:
-    """A float64 copy of the model, or None when it has no float32 state to widen.
-    `private`: `model` is already a copy of ours, widened in place."""
+def float64_twin(model: torch.nn.Module) -> torch.nn.Module | None:
+    """A float64 copy of the model, or None when it has no float32 state to widen."""
     try:
-        twin = (model if private else copy.deepcopy(model)).double()
+        twin = copy.deepcopy(model).double()
     except Exception:  # noqa: BLE001 - models that cannot be copied or widened
         return None
     return twin
@@ -149,12 +148,12 @@ def verify(
     """Compare outputs on the example inputs and `draws` fresh draws."""
     runs = [example_inputs] + [draw_like(example_inputs, seed + 1 + i) for i in range(draws)]
     # the float64 twin is copied now (a forward may change Python state the copy must not
-    # see) and widened and run only when first needed
+    # see), widened and run only when first needed
     try:
         frozen: torch.nn.Module | None = copy.deepcopy(original)
     except Exception:  # noqa: BLE001 - models that cannot be copied
         frozen = None
-    twins: list[torch.nn.Module | None] = []
+    twin: torch.nn.Module | None = None
     mismatches: list[Mismatch] = []
     worst, leaves, exact = 0.0, 0, True
     for r, inputs in enumerate(runs):
@@ -166,13 +165,12 @@ def verify(
         if any(mm.error != float("inf") for mm in m):
             ref64 = None
             try:
-                if not twins:  # replay the earlier runs: the twin sees what the original saw
-                    twins.append(None if frozen is None else float64_twin(frozen, private=True))
+                if frozen is not None:  # first need: widen the copy, replay the earlier runs
+                    twin, frozen = frozen.double(), None  # so it sees what the original saw
                     for earlier in runs[:r]:
-                        if twins[0] is not None:
-                            _run(twins[0], _to_double(earlier), seed)
-                if twins[0] is not None:
-                    ref64 = _run(twins[0], _to_double(inputs), seed)
+                        _run(twin, _to_double(earlier), seed)
+                if twin is not None:
+                    ref64 = _run(twin, _to_double(inputs), seed)
             except Exception:  # noqa: BLE001 - some models only run in float32
                 ref64 = None
             m, w, leaves, ex = compare(ref, low, ref64)
