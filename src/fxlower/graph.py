@@ -139,6 +139,13 @@ _NONDETERMINISTIC_NAMES = (
 )
 
 
+def arg(node: fx.Node, pos: int, name: str, default: Any = None) -> Any:
+    """A call's argument, positional at `pos` or keyword `name`."""
+    if len(node.args) > pos:
+        return node.args[pos]
+    return node.kwargs.get(name, default)
+
+
 def op_name(node: fx.Node) -> str:
     """The op a node calls, by name: a method's name, an ATen op's packet name
     (`aten.embedding.default` -> "embedding"), a function's __name__."""
@@ -303,8 +310,7 @@ def _mutates(n: fx.Node) -> bool:
     if isinstance(t, torch._ops.OpOverload):
         return t._schema.is_mutable
     if t is torch.nn.functional.embedding:  # max_norm renormalises the table in place
-        return (n.kwargs.get("max_norm") if "max_norm" in n.kwargs
-                else n.args[3] if len(n.args) > 3 else None) is not None
+        return arg(n, 3, "max_norm") is not None
     name = getattr(t, "__name__", "")
     return name.endswith("_") and not name.endswith("__") or name == "setitem"
 

@@ -70,12 +70,6 @@ def kind_of(node: fx.Node, gm: fx.GraphModule) -> str | None:
     return None
 
 
-def _arg(node: fx.Node, pos: int, name: str, default: Any = None) -> Any:
-    if len(node.args) > pos:
-        return node.args[pos]
-    return node.kwargs.get(name, default)
-
-
 def _rank(node: Any) -> int | None:
     s = g.spec(node)
     return s.rank if s is not None else None
@@ -296,17 +290,17 @@ def _normalise_one(node: fx.Node, kind: str, gm: fx.GraphModule, e: _Emitter) ->
 
     if kind == "embedding":
         if node.target is F.embedding:
-            idx, w = _arg(node, 0, "input"), _arg(node, 1, "weight")
-            if _arg(node, 3, "max_norm") is not None:
+            idx, w = g.arg(node, 0, "input"), g.arg(node, 1, "weight")
+            if g.arg(node, 3, "max_norm") is not None:
                 return "max_norm renormalises the embedding table in place during the forward pass"
-            if _arg(node, 5, "scale_grad_by_freq", False):
+            if g.arg(node, 5, "scale_grad_by_freq", False):
                 return "scale_grad_by_freq changes gradients, which a mask product would not reproduce"
-            pad = _arg(node, 2, "padding_idx")
+            pad = g.arg(node, 2, "padding_idx")
         else:
             w, idx = node.args[0], node.args[1]
-            if _arg(node, 3, "scale_grad_by_freq", False):
+            if g.arg(node, 3, "scale_grad_by_freq", False):
                 return "scale_grad_by_freq changes gradients, which a mask product would not reproduce"
-            pad = _arg(node, 2, "padding_idx", -1)
+            pad = g.arg(node, 2, "padding_idx", -1)
             pad = None if pad == -1 else pad
         if isinstance(w, fx.Node) and w.op == "get_attr" and isinstance(pad, int):
             w = _padding_row_without_grad(e, w, g.get_attr(gm, str(w.target)), pad, gm.training)
@@ -315,7 +309,7 @@ def _normalise_one(node: fx.Node, kind: str, gm: fx.GraphModule, e: _Emitter) ->
 
     x = node.args[0] if node.args else node.kwargs.get("input")
     if kind == "select":
-        dim, i = _arg(node, 1, "dim"), _arg(node, 2, "index")
+        dim, i = g.arg(node, 1, "dim"), g.arg(node, 2, "index")
         src = _item_source(i)
         if src is not None:  # x.select(d, t.item()): a data-dependent index is a 0-d tensor index
             rank = _rank(x)
@@ -331,7 +325,7 @@ def _normalise_one(node: fx.Node, kind: str, gm: fx.GraphModule, e: _Emitter) ->
         return None
 
     if kind == "unbind":
-        dim = _arg(node, 1, "dim", 0)
+        dim = g.arg(node, 1, "dim", 0)
         users = list(node.users)
         if not all(u.op == "call_function" and u.target is operator.getitem
                    and isinstance(u.args[1], int) for u in users):
@@ -344,13 +338,13 @@ def _normalise_one(node: fx.Node, kind: str, gm: fx.GraphModule, e: _Emitter) ->
         return None
 
     if kind == "take":
-        idx = _arg(node, 1, "index")
+        idx = g.arg(node, 1, "index")
         flat = e.call(aten.reshape.default, x, [-1])
         _finish(node, e.call(INDEX, flat, [idx]))
         return None
 
     if kind == "index_select":
-        dim, idx = _arg(node, 1, "dim"), _arg(node, 2, "index")
+        dim, idx = g.arg(node, 1, "dim"), g.arg(node, 2, "index")
         rank = _rank(x)
         if dim < 0:
             if rank is None:
@@ -361,15 +355,15 @@ def _normalise_one(node: fx.Node, kind: str, gm: fx.GraphModule, e: _Emitter) ->
         return None
 
     if kind == "gather":
-        dim, idx = _arg(node, 1, "dim"), _arg(node, 2, "index")
+        dim, idx = g.arg(node, 1, "dim"), g.arg(node, 2, "index")
         if node.target is GATHER and not node.kwargs:
             return None
         _finish(node, e.call(GATHER, x, dim, idx))
         return None
 
     if kind == "unfold":
-        dim, size, step = (_arg(node, 1, "dimension"), _arg(node, 2, "size"),
-                           _arg(node, 3, "step"))
+        dim, size, step = (g.arg(node, 1, "dimension"), g.arg(node, 2, "size"),
+                           g.arg(node, 3, "step"))
         sx = g.spec(x)
         if sx is None:
             return "shapes unknown: pass example_inputs to resolve the windows"
@@ -383,7 +377,7 @@ def _normalise_one(node: fx.Node, kind: str, gm: fx.GraphModule, e: _Emitter) ->
         return None
 
     if kind == "take_along_dim":
-        idx, dim = _arg(node, 1, "indices"), _arg(node, 2, "dim")
+        idx, dim = g.arg(node, 1, "indices"), g.arg(node, 2, "dim")
         sx, si = g.spec(x), g.spec(idx)
         if sx is None or si is None:
             return "shapes unknown: pass example_inputs to resolve take_along_dim's broadcast"
