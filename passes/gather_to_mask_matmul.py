@@ -44,7 +44,7 @@ from fxlower.graph import Builder, node_of
 from fxlower.normalise import GATHER
 from fxlower.rewrite import Context, Plan, RewritePass, Skip
 
-from .index_to_mask_matmul import MAX_RUNS, known_finite
+from ._common import FOLDED, MAX_RUNS, fold_lookup, known_finite, replace_folded
 
 aten = torch.ops.aten
 _EXPAND = {aten.expand.default, aten.expand_copy.default, aten.broadcast_to.default,
@@ -145,6 +145,10 @@ class GatherToMaskMatmul(RewritePass):
                 data["pieces"] = pieces
                 return Plan(detail=f"constant index: {len(pieces)} slice(s) along dim {dim}",
                             data=data)
+        if const:
+            folded = fold_lookup(node, ctx, (bsize * k * n) if rsize > 1 else si.numel * n)
+            if folded is not None:
+                return folded
         fm = kernels.choose(ctx.options.target, codes=not data["known_finite"], wrap=False,
                             elementwise=rsize <= 1, n=n)
         if isinstance(fm, str):
@@ -170,6 +174,8 @@ class GatherToMaskMatmul(RewritePass):
 
     def replace(self, node: fx.Node, plan: Plan, b: Builder) -> fx.Node:
         d = plan.data
+        if FOLDED in d:
+            return replace_folded(node, plan, b)
         if "empty" in d:
             return node_of(b.proxy(cast(fx.Node, node.args[0])).reshape(-1)[0:0].reshape(d["empty"]))
         if d.get("zero_d"):

@@ -65,7 +65,7 @@ from fxlower.graph import Builder, node_of
 from fxlower.kernels import Tensor
 from fxlower.rewrite import Context, Plan, RewritePass, Skip
 
-from .index_to_mask_matmul import known_finite
+from ._common import known_finite
 
 _MASK = (torch.bool, torch.uint8)
 

@@ -21,8 +21,10 @@ Legality (each a skip reason):
 
 Formulations:
 - index known when lowering (buffer, constant, arange): no run-time mask. Runs of a
-  constant step become Slice + Concat when there are at most 16 of them, else the
-  one-hot matrix is precomputed as a constant.
+  constant step become Slice + Concat when there are at most 16 of them; else, when the
+  source is known too (a relative-position table), the looked-up values are folded into
+  one constant (`_common.fold_lookup`: eval mode only, never larger than the one-hot);
+  else the one-hot matrix is precomputed as a constant.
 - otherwise: Equal against a constant arange, Cast, MatMul; for targets without
   comparisons the arithmetic mask relu(1 - |L - n|) (Sub, Abs, Relu; negative indices
   wrapped with Relu arithmetic), exact while N <= 2**24.
@@ -44,23 +46,11 @@ import torch
 import torch.fx as fx
 
 from fxlower import kernels
-from fxlower.graph import Builder, is_param_or_buffer, node_of
+from fxlower.graph import Builder, node_of
 from fxlower.normalise import INDEX
 from fxlower.rewrite import Context, Plan, RewritePass, Skip
 
-MAX_RUNS = 16
-
-
-def known_finite(node: fx.node.Argument, ctx: Context) -> bool:
-    """True when the source cannot hold NaN/inf/-0.0 worth a code path: not a float, the
-    user said so, or a parameter/buffer whose values are all finite and not -0.0 now."""
-    s = ctx.spec(node)
-    if s is None or not s.dtype.is_floating_point or ctx.options.assume_finite:
-        return True
-    if is_param_or_buffer(ctx.gm, node):
-        v = ctx.value(node).detach()
-        return bool(torch.isfinite(v).all()) and not bool(((v == 0) & torch.signbit(v)).any())
-    return False
+from ._common import FOLDED, MAX_RUNS, fold_lookup, known_finite, replace_folded
 
 
 class IndexToMaskMatmul(RewritePass):
@@ -111,6 +101,9 @@ class IndexToMaskMatmul(RewritePass):
             if len(pieces) <= MAX_RUNS:
                 data["pieces"] = pieces
                 return Plan(detail=f"constant index: {len(pieces)} slice(s), {where}", data=data)
+            folded = fold_lookup(node, ctx, k * n)
+            if folded is not None:
+                return folded
             macs = pre * k * n * post
             return Plan(detail=f"constant index: precomputed one-hot matmul, {where}",
                         macs=macs + (0 if data["known_finite"] else macs // 8), data=data)
@@ -142,6 +135,8 @@ class IndexToMaskMatmul(RewritePass):
 
     def replace(self, node: fx.Node, plan: Plan, b: Builder) -> fx.Node:
         d = plan.data
+        if FOLDED in d:
+            return replace_folded(node, plan, b)
         if "empty" in d:
             return node_of(b.proxy(cast(fx.Node, node.args[0])).reshape(-1)[0:0].reshape(d["empty"]))
         x = b.proxy(cast(fx.Node, node.args[0]))

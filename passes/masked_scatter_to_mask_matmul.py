@@ -43,7 +43,7 @@ from fxlower import scatter_ops as so
 from fxlower.graph import Builder, node_of
 from fxlower.rewrite import Context, Plan, RewritePass, Skip
 
-from .index_to_mask_matmul import known_finite
+from ._common import known_finite
 
 
 class MaskedScatterToMaskMatmul(RewritePass):
