@@ -1,7 +1,10 @@
 """Verification: the lowered module against the original, output leaf by output leaf.
 
 Runs both on the example inputs and on fresh random draws of the same shapes, dtypes and
-value ranges (integers uniform in the example's [min, max], so index inputs stay valid).
+value ranges (integers uniform in the example's [min, max], so index inputs stay valid),
+or on the user's own `verify_inputs` instead of the draws. A fresh draw the original model
+itself fails on is skipped and reported (its valid inputs are narrower than the draw);
+when every draw is skipped, VerificationError asks for `verify_inputs`.
 Integer and boolean leaves must be equal; float leaves must have NaN/+inf/-inf in the same
 places and, elsewhere, an error within a tolerance grounded in the original's own fp32
 rounding: the original run in float64 is the reference, and the lowered error may be at
@@ -51,6 +54,64 @@ def draw_like(inputs: tuple[Any, ...], seed: int) -> tuple[Any, ...]:
         return torch.randint(lo, hi + 1, t.shape, generator=gen, dtype=torch.int64).to(t.dtype)
 
     return cast(tuple[Any, ...], pytree.tree_map(one, inputs))
+
+
+@dataclass
+class Run:
+    """One set of inputs verification runs both models on."""
+
+    inputs: tuple[Any, ...]
+    label: str  # "example inputs" | "fresh draw" | "verify_inputs[i]"
+
+    @property
+    def fresh(self) -> bool:
+        return self.label == "fresh draw"
+
+
+def runs_for(example_inputs: tuple[Any, ...], verify_inputs: Any, draws: int,
+             seed: int) -> list[Run]:
+    """The example inputs, then the user's `verify_inputs` (a list of input tuples, or of
+    single tensors) or else `draws` fresh draws."""
+    runs = [Run(example_inputs, "example inputs")]
+    if verify_inputs is None:
+        return runs + [Run(draw_like(example_inputs, seed + i), "fresh draw") for i in range(draws)]
+    from .errors import LoweringError
+
+    if not isinstance(verify_inputs, (list, tuple)):
+        raise LoweringError("verify_inputs must be a list of input tuples (one per run), not "
+                            f"{type(verify_inputs).__name__}")
+    for i, v in enumerate(verify_inputs):
+        one = (v,) if isinstance(v, torch.Tensor) else v
+        if not isinstance(one, tuple) or len(one) != len(example_inputs):
+            raise LoweringError(
+                f"verify_inputs[{i}] must be a tuple of {len(example_inputs)} positional "
+                f"input(s) like example_inputs, got {type(v).__name__}"
+                + (f" of {len(one)}" if isinstance(one, tuple) else ""))
+        runs.append(Run(one, f"verify_inputs[{i}]"))
+    return runs
+
+
+def reference(original: Any, run: Run, seed: int, skipped: list[str]) -> Any:
+    """The original's outputs on `run`, or None for a fresh draw it fails on (the reason
+    goes to `skipped`). The user's own inputs must work: VerificationError otherwise."""
+    from .errors import VerificationError
+
+    try:
+        return _run(original, run.inputs, seed)
+    except Exception as e:  # noqa: BLE001 - the user's own forward failed on these inputs
+        first = (str(e).strip().splitlines() or [""])[0]
+        why = f"{type(e).__name__}: {first}"
+        if not run.fresh:
+            raise VerificationError(f"the original model fails on {run.label}: {why}") from e
+        skipped.append(f"the original model fails on a fresh draw ({why}); draw skipped")
+        return None
+
+
+def no_draw_left(skipped: list[str]) -> str:
+    """The message when every fresh draw was skipped."""
+    return (f"the original model fails on every fresh draw of the example's shapes and value "
+            f"ranges ({skipped[0]}): its valid inputs are narrower; pass verify_inputs=[(...), "
+            "...] with inputs it accepts, or verify=False")
 
 
 def _to_double(x: Any) -> Any:
@@ -144,9 +205,12 @@ def verify(
     *,
     draws: int = 2,
     seed: int = 0,
+    verify_inputs: Any = None,
 ) -> tuple[list[Mismatch], dict[str, Any]]:
-    """Compare outputs on the example inputs and `draws` fresh draws."""
-    runs = [example_inputs] + [draw_like(example_inputs, seed + 1 + i) for i in range(draws)]
+    """Compare outputs on the example inputs and `draws` fresh draws (or `verify_inputs`)."""
+    from .errors import VerificationError
+
+    runs = runs_for(example_inputs, verify_inputs, draws, seed + 1)
     # the float64 twin is copied now (a forward may change Python state the copy must not
     # see), widened and run only when first needed
     try:
@@ -155,10 +219,14 @@ def verify(
         frozen = None
     twin: torch.nn.Module | None = None
     mismatches: list[Mismatch] = []
+    skipped: list[str] = []
     worst, leaves, exact = 0.0, 0, True
-    for r, inputs in enumerate(runs):
-        ref = _run(original, inputs, seed)
-        low = _run(lowered, inputs, seed)
+    done: list[Run] = []  # the runs the original accepted, in order
+    for run in runs:
+        ref = reference(original, run, seed, skipped)
+        if ref is None:
+            continue
+        low = _run(lowered, run.inputs, seed)
         m, w, leaves, ex = compare(ref, low, None)
         # the float64 reference only ever widens the tolerance (max of the floor and 4x the
         # original's own error), so it is needed only when the floor alone is exceeded
@@ -167,17 +235,25 @@ def verify(
             try:
                 if frozen is not None:  # first need: widen the copy, replay the earlier runs
                     twin, frozen = frozen.double(), None  # so it sees what the original saw
-                    for earlier in runs[:r]:
-                        _run(twin, _to_double(earlier), seed)
+                    for earlier in done:
+                        _run(twin, _to_double(earlier.inputs), seed)
                 if twin is not None:
-                    ref64 = _run(twin, _to_double(inputs), seed)
+                    ref64 = _run(twin, _to_double(run.inputs), seed)
             except Exception:  # noqa: BLE001 - some models only run in float32
                 ref64 = None
             m, w, leaves, ex = compare(ref, low, ref64)
         for mm in m:
-            mm.output = f"{mm.output} (run {r}: {'example inputs' if r == 0 else 'fresh draw'})"
+            mm.output = f"{mm.output} (run {len(done)}: {run.label})"
+        done.append(run)
         mismatches += m
         worst = max(worst, w)
         exact = exact and ex
-    figures = {"runs": len(runs), "outputs": leaves, "max_abs_error": worst, "bit_exact": exact}
+    if skipped and not any(r.fresh for r in done):
+        raise VerificationError(no_draw_left(skipped))
+    figures: dict[str, Any] = {"runs": len(done), "outputs": leaves, "max_abs_error": worst,
+                               "bit_exact": exact}
+    if skipped:
+        figures["skipped_draws"] = skipped
+    if verify_inputs is not None:
+        figures["inputs"] = "example inputs + verify_inputs"
     return mismatches, figures
