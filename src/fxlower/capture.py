@@ -37,16 +37,40 @@ def _mode_of(model: torch.nn.Module, gm: fx.GraphModule) -> fx.GraphModule:
     that depend on the mode see the model's. Also one spelling of indexing: symbolic
     tracing records `self.buffer[ids]` / `self.buffer[ids] = v` as call_method
     `__getitem__` / `__setitem__` (a proxy's are call_function operator.getitem/setitem);
-    both become the latter, which normalising, the census and dead-code removal know."""
+    both become the latter, which normalising, the census and dead-code removal know.
+    And `contiguous` becomes a copy that does not depend on strides (see below)."""
     gm.training = model.training
     changed = False
     for n in gm.graph.nodes:
         if n.op == "call_method" and n.target in _DUNDER_CALLS:
             n.op, n.target = "call_function", _DUNDER_CALLS[str(n.target)]
             changed = True
+        changed |= _copy_instead_of_contiguous(n)
     if changed:
         gm.recompile()
     return gm
+
+
+def _copy_instead_of_contiguous(n: fx.Node) -> bool:
+    """`x.contiguous()` depends on x's strides when traced: it copies, or returns x when x
+    is already contiguous. The ONNX exporter re-traces the graph with other kernels for some
+    ops (SDPA's fake CPU kernel lays its output out as [B, L, H, D] transposed, its
+    decomposition as [B, H, L, D]), so a `contiguous` dropped in one trace leaves a `view`
+    of a transposed tensor that the next trace cannot take ("Cannot view a tensor with
+    shape ... and strides ..."; Swin, T5, BEiT with SDPA attention, even in the plain
+    export). A copy in the memory format asked for, `clone(memory_format=...)`, means the
+    same values whatever the strides, and exports to nothing (Identity, removed)."""
+    if n.op == "call_function" and n.target is torch.ops.aten.contiguous.default:
+        fmt = n.kwargs.get("memory_format", n.args[1] if len(n.args) > 1 else None)
+        n.target = torch.ops.aten.clone.default
+    elif n.op == "call_method" and n.target == "contiguous":
+        fmt = n.kwargs.get("memory_format", n.args[1] if len(n.args) > 1 else None)
+        n.target = "clone"
+    else:
+        return False
+    n.args = n.args[:1]
+    n.kwargs = {"memory_format": fmt if fmt is not None else torch.contiguous_format}
+    return True
 
 
 def _opaque_leaves(gm: fx.GraphModule) -> list[str]:
