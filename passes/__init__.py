@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fxlower.rewrite import RewritePass
 
+from .adaptive_pool_to_mean import AdaptivePoolToMean
 from .fold_bn_into_conv import FoldBnIntoConv
 from .gather_to_mask_matmul import GatherToMaskMatmul
 from .index_put_to_mask_matmul import IndexPutToMaskMatmul
@@ -16,12 +17,14 @@ from .select_to_slice import SelectToSlice
 from .slice_scatter_to_concat import SliceScatterToConcat
 from .topk_gather_to_values import TopkGatherToValues
 
-# Run order: merges of linear layers, then the gather family: exact slices and value
+# Run order: merges of linear layers, pooling the exporter would write through a gather,
+# then the gather family: exact slices and value
 # reuse first, mask products last; then the scatter family, slices first.
 PASSES: list[RewritePass] = [
     FoldBnIntoConv(),
     MergeConvChain(),
     MergeLinearChain(),
+    AdaptivePoolToMean(),
     SelectToSlice(),
     TopkGatherToValues(),
     IndexToMaskMatmul(),

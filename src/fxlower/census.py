@@ -15,7 +15,7 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .graph import get_attr, spec
+from .graph import arg, get_attr, op_name, spec
 
 if TYPE_CHECKING:
     from .targets import Target
@@ -109,6 +109,88 @@ _MODULES: dict[type, frozenset[str]] = {
 }
 _REPEAT_INTERLEAVE_TENSOR = frozenset({_G, _GND, "Range", "CumSum"})
 
+# Ops the exporter decomposes into gathers or scatters, by name: the same rule holds for the
+# ATen op of a torch.export graph, the torch function and the Tensor method of a symbolic
+# trace (`aten.quantile`, `torch.quantile`, `x.quantile` are all "quantile"). Probed op by
+# op (docs/exporter-ops.md, "Grounded census", table A); the conditional ones are in _rules.
+_BY_NAME: dict[str, frozenset[str]] = {
+    "as_strided": frozenset({_G}), "resize_": frozenset({_G}),
+    "_local_scalar_dense": frozenset({_G}), "item": frozenset({_G}),
+    "_unsafe_index": frozenset({_GND}), "_unsafe_masked_index": frozenset({_GND}),
+    "_unsafe_index_put": frozenset({"ScatterND"}),
+    "_unsafe_masked_index_put_accumulate": frozenset({"ScatterND"}),
+    "_upsample_nearest_exact1d": frozenset({_GND}), "_upsample_nearest_exact2d": frozenset({_GND}),
+    "_upsample_nearest_exact3d": frozenset({_GND}), "upsample_linear1d": frozenset({_GND}),
+    "multi_margin_loss": frozenset({_GE}), "multilabel_margin_loss": frozenset({_GE}),
+    "quantile": frozenset({_GE}), "nanquantile": frozenset({_GE}),
+    "max_unpool1d": frozenset({"ScatterND"}), "max_unpool2d": frozenset({"ScatterND"}),
+    "max_unpool3d": frozenset({"ScatterND"}), "bincount": frozenset({"ScatterElements"}),
+}
+_POOLS = ("adaptive_avg_pool1d", "adaptive_avg_pool2d")
+
+
+def _adaptive_avg_pool(shape: tuple[int, ...] | None, out: object, dims: int) -> frozenset[str]:
+    """Adaptive average pooling of the last `dims` dims of `shape` to `out`: the exporter's
+    decomposition pools each output window with `index` (GatherND) when a pooled size does
+    not divide, and adds `select` (Gather) when the windows vary in length (`in % out != 0`
+    and `out % (in % out) != 0`, torch._decomp's own test). Unknown shapes: assume both."""
+    both = frozenset({_G, _GND})
+    if shape is None or len(shape) < dims:
+        return both
+    sizes = list(out) if isinstance(out, (list, tuple)) else [out] * dims
+    if len(sizes) != dims:
+        return both
+    ops: set[str] = set()
+    for i, o in zip(shape[-dims:], sizes, strict=True):
+        o = i if o is None else o
+        if not isinstance(o, int) or o <= 0:
+            return both
+        if i % o:
+            ops.add(_GND)
+            if o % (i % o):
+                ops.add(_G)
+    return frozenset(ops)
+
+
+def _interpolate(shape: tuple[int, ...] | None, size: object, scale: object,
+                 mode: object) -> frozenset[str]:
+    """F.interpolate / nn.Upsample: "nearest-exact" and 1-D "linear" index their input
+    (GatherND) whatever the sizes; "area" is adaptive average pooling to the output size."""
+    spatial = None if shape is None else len(shape) - 2
+    if mode == "nearest-exact" or (mode == "linear" and spatial in (1, None)):
+        return frozenset({_GND})
+    if mode != "area":
+        return frozenset()
+    if shape is None or spatial is None or spatial not in (1, 2):
+        return frozenset({_G, _GND})
+    if size is None:
+        scales = list(scale) if isinstance(scale, (list, tuple)) else [scale] * spatial
+        if len(scales) != spatial or not all(isinstance(f, (int, float)) for f in scales):
+            return frozenset({_G, _GND})
+        size = [int(i * cast(float, f)) for i, f in zip(shape[2:], scales, strict=True)]
+    return _adaptive_avg_pool(shape, size, spatial)
+
+
+def _rules(node: fx.Node, name: str) -> frozenset[str] | None:
+    """The conditional rows of the grounded census, for a call named `name`; None when the
+    name has no such rule."""
+    x = spec(arg(node, 0, "input", arg(node, 0, "self")))
+    shape = x.shape if x is not None else None
+    if name in _POOLS:
+        return _adaptive_avg_pool(shape, arg(node, 1, "output_size"), int(name[-2]))
+    if name == "interpolate":
+        return _interpolate(shape, arg(node, 1, "size"), arg(node, 2, "scale_factor"),
+                            arg(node, 3, "mode", "nearest"))
+    if name in ("nll_loss", "nll_loss_nd"):  # (N, C, d1, ...) inputs gather their targets
+        return frozenset({_GE}) if shape is None or len(shape) >= 3 else frozenset()
+    if name in ("trapezoid", "trapz"):  # spacing dx (no x): the ends are selected
+        x_arg = arg(node, 1, "x")
+        return frozenset({_G}) if not isinstance(x_arg, fx.Node) else frozenset()
+    if name == "tensor_split":  # split points in a tensor are read with item()
+        return frozenset({_G}) if isinstance(arg(node, 1, "indices_or_sections"),
+                                             fx.Node) else frozenset()
+    return None
+
 
 # Leaf modules of symbolic tracing whose forward exports to Gather-family nodes and which no
 # pass handles as a module: capture prefers torch.export, which decomposes them.
@@ -127,11 +209,18 @@ def exports_to(node: fx.Node, gm: fx.GraphModule) -> frozenset[str]:
         for cls, ops in _MODULES.items():
             if isinstance(mod, cls):
                 return ops
+        return _module_rules(node, mod)
+    if node.op not in ("call_method", "call_function"):
         return none
+    name = op_name(node)
+    by_name = _BY_NAME.get(name)
+    if by_name is not None:
+        return by_name
+    ruled = _rules(node, name)
+    if ruled is not None:
+        return ruled
     if node.op == "call_method":
         return _METHODS.get(str(node.target), none)
-    if node.op != "call_function":
-        return none
     t = node.target
     if t is operator.getitem and isinstance(node.args[0], fx.Node):
         key = node.args[1]
@@ -149,6 +238,23 @@ def exports_to(node: fx.Node, gm: fx.GraphModule) -> frozenset[str]:
             return _REPEAT_INTERLEAVE_TENSOR
         return _ATEN.get(_packet(t), none)
     return _TORCH.get(t, none)
+
+
+def _module_rules(node: fx.Node, mod: object) -> frozenset[str]:
+    """The modules whose forward is one of the conditional ops of `_rules`."""
+    x = spec(node.args[0]) if node.args else None
+    shape = x.shape if x is not None else None
+    if isinstance(mod, nn.AdaptiveAvgPool1d):
+        return _adaptive_avg_pool(shape, mod.output_size, 1)
+    if isinstance(mod, nn.AdaptiveAvgPool2d):
+        return _adaptive_avg_pool(shape, mod.output_size, 2)
+    if isinstance(mod, nn.Upsample):
+        return _interpolate(shape, mod.size, mod.scale_factor, mod.mode)
+    if isinstance(mod, (nn.MaxUnpool1d, nn.MaxUnpool2d, nn.MaxUnpool3d)):
+        return frozenset({"ScatterND"})
+    if isinstance(mod, (nn.MultiMarginLoss, nn.MultiLabelMarginLoss)):
+        return frozenset({_GE})
+    return frozenset()
 
 
 def census(gm: fx.GraphModule, forbidden: frozenset[str]) -> dict[str, int]:

@@ -1,0 +1,96 @@
+"""adaptive_pool_to_mean: adaptive average pooling whose windows tile the input becomes a
+reshape and a mean.
+
+Covers `nn.AdaptiveAvgPool1d/2d`, `F.adaptive_avg_pool1d/2d`, `torch.adaptive_avg_pool1d`
+and `aten.adaptive_avg_pool1d/2d` / `aten._adaptive_avg_pool2d`.
+
+Why: the exporter (torch 2.13) decomposes adaptive average pooling and, when the input is
+not contiguous (Swin's pooler pools `x.transpose(1, 2)`, a channels-last permute before a
+global pool), writes the result through `as_strided` to keep the kernel's strides:
+a `Gather` in the file that no index in the model asked for. A mean over reshaped windows
+exports to `ReduceMean` whatever the layout.
+
+Algebra: with every pooled size `n` a multiple of its output size `o`, window `j` is
+`x[j*n/o : (j+1)*n/o]`, so `adaptive_avg_pool(x, o) == x.unflatten(-1, (o, n/o)).mean(-1)`,
+applied to each pooled dim (2-D: the two window dims are averaged together).
+
+Legality:
+1. the input's shape is known when lowering;
+2. every pooled size is a multiple of its output size (else windows vary in length or
+   overlap: the exporter emits `GatherND` (and `Gather`) for them, and no reshape spells
+   them; refused, the node stays and the report names it).
+
+Numerics: the same sums divided by the same counts, in another order: equal within fp32
+rounding (what the exported file computes anyway: the exporter's own decomposition is a
+`ReduceMean`), not bit-exact in general.
+Cost: no multiply-adds, no mask.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import cast
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+
+from fxlower.graph import Builder, arg, get_attr, node_of, op_name
+from fxlower.rewrite import Context, Plan, RewritePass, Skip
+
+_NAMES = {"adaptive_avg_pool1d": 1, "adaptive_avg_pool2d": 2, "_adaptive_avg_pool2d": 2}
+
+
+@dataclass(frozen=True)
+class MeanPlan(Plan):
+    dims: int = 1
+    windows: tuple[int, ...] = ()  # the input reshaped: each pooled n as (o, n / o)
+
+
+def _pooled(node: fx.Node, ctx: Context) -> tuple[int, object] | None:
+    """(number of pooled dims, output_size argument) of an adaptive average pool node."""
+    if node.op == "call_module":
+        mod = get_attr(ctx.gm, str(node.target))
+        if isinstance(mod, nn.AdaptiveAvgPool1d):
+            return 1, mod.output_size
+        if isinstance(mod, nn.AdaptiveAvgPool2d):
+            return 2, mod.output_size
+        return None
+    if node.op != "call_function" or op_name(node) not in _NAMES:
+        return None
+    return _NAMES[op_name(node)], arg(node, 1, "output_size")
+
+
+class AdaptivePoolToMean(RewritePass):
+    name = "adaptive_pool_to_mean"
+
+    def match(self, node: fx.Node, ctx: Context) -> bool:
+        return _pooled(node, ctx) is not None
+
+    def check(self, node: fx.Node, ctx: Context) -> Plan | Skip:
+        dims, out = cast(tuple[int, object], _pooled(node, ctx))
+        s = ctx.spec(node.args[0] if node.args else None)
+        if s is None or s.rank < dims:
+            return Skip("the input's shape is not known when lowering")
+        ins = s.shape[-dims:]
+        outs = list(out) if isinstance(out, (list, tuple)) else [out] * dims
+        if len(outs) != dims or not all(o is None or isinstance(o, int) and o > 0
+                                        for o in outs):
+            return Skip(f"output size {out!r} is not known when lowering")
+        sizes = tuple(n if o is None else cast(int, o) for n, o in zip(ins, outs, strict=True))
+        bad = [(n, o) for n, o in zip(ins, sizes, strict=True) if n % o]
+        if bad:
+            n, o = bad[0]
+            return Skip(f"pooled size {n} is not a multiple of output size {o}: the windows "
+                        f"vary or overlap (the exporter emits GatherND for them)")
+        split = [d for n, o in zip(ins, sizes, strict=True) for d in (o, n // o)]
+        return MeanPlan(detail=f"{tuple(ins)} -> {sizes}: mean over windows of "
+                               f"{tuple(n // o for n, o in zip(ins, sizes, strict=True))}",
+                        dims=dims, windows=(*s.shape[:-dims], *split))
+
+    def replace(self, node: fx.Node, plan: Plan, b: Builder) -> fx.Node:
+        p = cast(MeanPlan, plan)
+        x = b.proxy(cast(fx.Node, node.args[0]))
+        windows = [-1] if p.dims == 1 else [-3, -1]
+        y = torch.ops.aten.mean.dim(torch.ops.aten.reshape.default(x, list(p.windows)), windows)
+        return node_of(y)
