@@ -463,8 +463,12 @@ def ort_compare(model: torch.nn.Module, inputs: tuple[Any, ...], path: str | os.
                 f"onnxruntime returned {len(got_t)} outputs, the model {len(ref_leaves)}")
         mism, w, _, _ = compare(tuple(ref_leaves), tuple(got_t), ref64)
         if mism:
-            raise VerificationError(
-                f"onnxruntime vs original ({run.label}): {mism[0].output}: {mism[0].message}")
+            hint = ("; fresh draws are random values in the example's range: if such inputs "
+                    "are not valid for the model (attention masks with leading zeros, say), "
+                    "the plain export may differ there too; pass verify_inputs=[...] with "
+                    "valid ones") if run.fresh else ""
+            raise VerificationError(f"onnxruntime vs original ({run.label}): "
+                                    f"{mism[0].output}: {mism[0].message}{hint}")
         worst = max(worst, w)
     if skipped and not fresh_done:
         raise VerificationError(no_draw_left(skipped))
