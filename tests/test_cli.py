@@ -138,6 +138,26 @@ def test_lowering_failure_exits_1_naming_the_op(tmp_path: Path) -> None:
     assert "boolean mask index" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_on_forbidden_warn_writes_the_file_lists_what_remains_and_exits_1(tmp_path: Path
+                                                                         ) -> None:
+    f = tmp_path / "poolfactory.py"
+    f.write_text(textwrap.dedent(
+        """
+        import torch, torch.nn as nn
+        def build():  # windows of 7 -> 3 do not tile: GatherND, reported, not lowered
+            return nn.AdaptiveAvgPool1d(3), (torch.randn(2, 4, 7),)
+        """
+    ))
+    out = tmp_path / "m.onnx"
+    r = run("lower", f"{f}:build", "-o", str(out))
+    assert r.returncode == 1 and not out.exists()
+    r = run("lower", f"{f}:build", "-o", str(out), "--on-forbidden", "warn")
+    assert r.returncode == 1, r.stderr
+    assert out.exists() and f"wrote {out}" in r.stdout
+    assert "adaptive_avg_pool1d" in r.stdout and "GatherND" in r.stdout
+    assert run("check", str(out)).returncode == 1
+
+
 def _topk_model(path: Path) -> Path:
     """A small hand-built ONNX file: TopK, a Gather at its indices, Relu; an int64 input."""
     import onnx

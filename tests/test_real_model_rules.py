@@ -98,3 +98,38 @@ def test_export_on_forbidden_warn_writes_the_file_and_names_what_remains() -> No
 def test_export_on_forbidden_raise_names_the_file_s_op() -> None:
     with tempfile.TemporaryDirectory() as d, pytest.raises(fxlower.LoweringError, match="Gather"):
         fxlower.export(Pool().eval(), (torch.randn(1, 4, 7),), os.path.join(d, "p.onnx"))
+
+
+class MaxPoolNoOnnx(nn.Module):
+    """adaptive_max_pool2d with windows that do not tile: the exporter has no ONNX function."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.adaptive_max_pool2d(x * 2, (3, 3)) + 1
+
+
+def test_export_failure_names_node_cause_and_whether_the_original_exports() -> None:
+    with tempfile.TemporaryDirectory() as d, pytest.raises(fxlower.LoweringError) as info:
+        fxlower.export(MaxPoolNoOnnx(), (torch.randn(1, 2, 7, 7),), os.path.join(d, "m.onnx"))
+    msg = str(info.value)
+    assert "at node 'adaptive_max_pool2d'" in msg
+    assert "No ONNX function found" in msg
+    assert "the original model does not export either" in msg
+    assert "custom_translation_table" in msg
+
+
+def test_export_failure_of_a_view_suggests_eager_attention(monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    """Without capture's contiguous -> clone, the SDPA layout bug reaches the lowered module
+    as it reaches the original: the message says so and names the remedy."""
+    from test_corpus import _BiasedAttention
+
+    import fxlower.capture
+
+    monkeypatch.setattr(fxlower.capture, "_copy_instead_of_contiguous", lambda n: False)
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as d, pytest.raises(fxlower.LoweringError) as info:
+        fxlower.export(_BiasedAttention().eval(), (torch.randn(2, 8, 16),),
+                       os.path.join(d, "m.onnx"))
+    msg = str(info.value)
+    assert "Cannot view a tensor" in msg and "attn_implementation='eager'" in msg
+    assert "the original model does not export either" in msg

@@ -360,7 +360,10 @@ def export(
     split = host_split.parts(lowered)
     prepare = None
     if split is None:
-        onnx_export(lowered, inputs, path)
+        try:
+            onnx_export(lowered, inputs, path)
+        except Exception as e:  # noqa: BLE001 - named, with its node and a remedy
+            raise LoweringError(export_failure(e, model, inputs)) from e
     else:  # embedding="host": the device graph goes to `path`, the lookups beside it
         host_gm, device = split
         host_path = host_path_of(path)
@@ -398,6 +401,46 @@ def _file_remaining(report: Report, result: Any) -> None:
         report.remaining.append(f"{v.format()} of the exported file")
         key = f"ONNX {v.qualified_op}"
         report.ops_after[key] = report.ops_after.get(key, 0) + 1
+
+
+# Remedies for the exporter failures met on real models, by a phrase of the innermost cause.
+_EXPORT_REMEDIES = (
+    ("Cannot view a tensor", "a view of a tensor whose layout the exporter's decompositions "
+     "changed (its scaled_dot_product_attention is one); with transformers, "
+     "attn_implementation='eager' avoids that path"),
+    ("No ONNX function found", "the exporter has no ONNX function for this op at this opset: "
+     "spell the op differently in the model, or give torch.onnx.export a "
+     "custom_translation_table"),
+)
+
+
+def export_failure(e: BaseException, model: torch.nn.Module, inputs: tuple[Any, ...]) -> str:
+    """What to tell a user when the lowered module does not export: the innermost cause, the
+    graph node the exporter was at, whether the original model exports (if it does not,
+    the limit is the exporter's), and a remedy where one is known."""
+    import re
+
+    chain, seen = [], set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        chain.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    inner = chain[-1]
+    cause = f"{type(inner).__name__}: {(str(inner).strip().splitlines() or [''])[0]}"
+    text = "\n".join(str(c) for c in chain)
+    node = re.search(r"(?:translating node|While executing) %(\w+)[^\n]*?target=([\w.]+)", text)
+    at = f" at node '{node.group(1)}' ({node.group(2)})" if node else ""
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            onnx_export(model, inputs, os.path.join(d, "original.onnx"))
+        original = ("the original model exports: this is fxlower's failure, please report it "
+                    "with this message")
+    except Exception:  # noqa: BLE001 - the point: does the original fail too?
+        original = "the original model does not export either (the exporter's limit)"
+    remedy = next((r for phrase, r in _EXPORT_REMEDIES if phrase in text), (
+        "torch.onnx.export(..., report=True) writes the exporter's own report"))
+    return f"torch.onnx.export failed on the lowered module{at}: {cause}; {original}; {remedy}"
 
 
 def onnx_export(module: torch.nn.Module, inputs: tuple[Any, ...], path: str | os.PathLike[str]) -> None:

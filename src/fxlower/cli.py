@@ -110,10 +110,11 @@ def _cmd_lower(args: argparse.Namespace) -> int:
     model, inputs = load_spec(args.spec)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    report = export(model, inputs, out, verify=not args.no_verify, **_lower_kwargs(args))
+    report = export(model, inputs, out, verify=not args.no_verify,
+                    on_forbidden=args.on_forbidden, **_lower_kwargs(args))
     print(report.format())
     print(f"wrote {out}")
-    return 0
+    return 1 if report.onnx.get("forbidden") else 0  # --on-forbidden warn: written, not clean
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -165,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("spec", metavar="SPEC", help="path/to/file.py:factory or package.module:factory")
         if name == "lower":
             s.add_argument("-o", "--output", required=True, metavar="OUT.onnx")
+            s.add_argument("--on-forbidden", choices=["raise", "warn"], default="raise",
+                           help="warn: write the file although forbidden ops remain (they "
+                           "are listed, and the exit status is 1)")
         s.add_argument("--no-verify", action="store_true", help="skip the numerical verification")
         s.add_argument("--assume-finite", action="store_true",
                        help="float sources hold no NaN/inf/-0.0 (cheaper mask products)")
