@@ -114,9 +114,9 @@ def run_one(name: str, rounds: int = 20) -> dict[str, Any]:
     import torch
 
     import fxlower
+    import models
     from fxlower.api import onnx_export
     from fxlower.check import check_file
-    import models
     from models.corpus import input_draws, load
 
     warnings.simplefilter("ignore")
