@@ -18,7 +18,9 @@ Legality:
 1. the input's shape is known when lowering;
 2. every pooled size is a multiple of its output size (else windows vary in length or
    overlap: the exporter emits `GatherND` (and `Gather`) for them, and no reshape spells
-   them; refused, the node stays and the report names it).
+   them; refused, the node stays and the report names it);
+3. the target runs `ReduceMean` (the exporter may have written `AveragePool` or
+   `GlobalAveragePool`: the rewrite never brings in an op the target lacks).
 
 Numerics: the same sums divided by the same counts, in another order: equal within fp32
 rounding (what the exported file computes anyway: the exporter's own decomposition is a
@@ -83,6 +85,9 @@ class AdaptivePoolToMean(RewritePass):
             n, o = bad[0]
             return Skip(f"pooled size {n} is not a multiple of output size {o}: the windows "
                         f"vary or overlap (the exporter emits GatherND for them)")
+        target = ctx.options.target
+        if target is not None and not target.allows("ReduceMean"):
+            return Skip(f"target '{target.name}' has no ReduceMean")
         split = [d for n, o in zip(ins, sizes, strict=True) for d in (o, n // o)]
         return MeanPlan(detail=f"{tuple(ins)} -> {sizes}: mean over windows of "
                                f"{tuple(n // o for n, o in zip(ins, sizes, strict=True))}",

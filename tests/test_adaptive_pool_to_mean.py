@@ -91,6 +91,16 @@ def test_windows_that_do_not_tile_are_refused_and_reported(size: object) -> None
         lower_quiet(m, (x,))
 
 
+def test_a_target_without_reducemean_keeps_the_pool() -> None:
+    m, x = SwinPooler().eval(), torch.randn(2, 49, 8)
+    low = lower_quiet(m, (x,), target="kneron-520", on_forbidden="warn")
+    assert applied(low, PASS) == []
+    (skip,) = [s for s in skipped(low) if s.pass_name == PASS]
+    assert skip.reason == "target 'kneron-520' has no ReduceMean"
+    low = lower_quiet(m, (x,), target="rknn2", on_forbidden="warn")
+    assert len(applied(low, PASS)) == 1
+
+
 def test_unknown_input_shape_is_refused() -> None:
     gm = fx.symbolic_trace(SwinPooler())  # never run: no shapes annotated
     (node,) = [n for n in gm.graph.nodes if n.op == "call_module"]

@@ -850,6 +850,45 @@ def masked_scatter_case(draw: Any) -> Case:
                 tuple(fr), init, state, tracer, kw, note=f"mask {mform}, {spell}")
 
 
+# ---- adaptive average pooling -----------------------------------------------------------
+
+
+def pool_case(draw: Any) -> Case:
+    """Adaptive average pooling in every spelling, of a contiguous or a transposed input, to
+    output sizes that tile the pooled dims (rewritten: within rounding of a sum over the
+    window, the "sum" check) or not (refused)."""
+    dims = draw(st.integers(1, 2))
+    ins = _shape(draw, dims, 1, 12)
+    outs = [draw(st.sampled_from([d for d in range(1, n + 1) if n % d == 0] * 3
+                                 + list(range(1, 7)))) for n in ins]
+    lead = _shape(draw, draw(st.integers(1, 2)))
+    dtype = draw(st.sampled_from([F32, F32, F64]))
+    tracer, kw, style = _options(draw, "nonfinite")
+    seed = draw(st.integers(0, 2**31 - 1))
+    transposed = draw(st.booleans())
+    size = outs[0] if dims == 1 and draw(st.booleans()) else tuple(
+        None if dims == 2 and draw(st.integers(0, 5)) == 0 and o == n else o
+        for n, o in zip(ins, outs, strict=True))
+    xs = (*lead, *ins)
+    x = "x"
+    if transposed:  # the input arrives transposed, pooled after a transpose back
+        xs = tuple(reversed(xs))
+        x = f"x.permute({', '.join(str(d) for d in reversed(range(len(xs))))})"
+    form = draw(st.sampled_from(["module", "F", "torch"] if dims == 1 else ["module", "F"]))
+    init: list[str] = []
+    if form == "module":
+        init = [f"self.pool = nn.AdaptiveAvgPool{dims}d({size!r})"]
+        body = [f"return self.pool({x})"]
+    elif form == "F":
+        body = [f"return F.adaptive_avg_pool{dims}d({x}, {size!r})"]
+    else:
+        body = [f"return torch.adaptive_avg_pool1d({x}, {size!r})"]
+    g, g2 = _gen(seed), _gen(seed + 1)
+    return Case("pool", ("adaptive_pool_to_mean",), ("x",), body, (values(xs, dtype, g, style),),
+                (values(xs, dtype, g2, style),), init=init, tracer=tracer, lower_kw=kw,
+                check="sum", note=f"{form} {ins} -> {size}{' transposed' if transposed else ''}")
+
+
 # ---- slice_scatter / select_scatter / slice assignment ------------------------------------
 
 
@@ -1180,6 +1219,7 @@ FAMILIES: dict[str, tuple[Callable[[Any], Case], tuple[str, ...], float]] = {
     "index_put": (index_put_case, ("index_put_to_mask_matmul",), 1.2),
     "masked_scatter": (masked_scatter_case, ("masked_scatter_to_mask_matmul",), 0.7),
     "slice_scatter": (slice_scatter_case, ("slice_scatter_to_concat",), 0.8),
+    "pool": (pool_case, ("adaptive_pool_to_mean",), 0.4),
     "conv": (conv_case, ("fold_bn_into_conv", "merge_conv_chain"), 1.3),
     "linear": (linear_case, ("merge_linear_chain", "fold_bn_into_conv"), 0.8),
 }
