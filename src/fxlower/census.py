@@ -125,6 +125,7 @@ _BY_NAME: dict[str, frozenset[str]] = {
     "quantile": frozenset({_GE}), "nanquantile": frozenset({_GE}),
     "max_unpool1d": frozenset({"ScatterND"}), "max_unpool2d": frozenset({"ScatterND"}),
     "max_unpool3d": frozenset({"ScatterND"}), "bincount": frozenset({"ScatterElements"}),
+    "_embedding_bag_forward_only": frozenset({_G}),
 }
 _POOLS = ("adaptive_avg_pool1d", "adaptive_avg_pool2d")
 
