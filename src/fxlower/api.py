@@ -22,7 +22,7 @@ from .errors import LoweringError, VerificationError
 from .normalise import normalise
 from .report import Report
 from .rewrite import Context, Options, RewritePass, run_passes
-from .verify import Mismatch, runs_for, verify
+from .verify import Mismatch, References, verify
 
 REPORT_ATTR = "fxlower_report"
 
@@ -43,6 +43,7 @@ def _as_inputs(example_inputs: Any) -> tuple[Any, ...] | None:
 
 
 def _check_model(model: Any, inputs: tuple[Any, ...] | None) -> None:
+    """Refuse what fxlower cannot lower, with the cause."""
     if not isinstance(model, torch.nn.Module):
         raise LoweringError(f"expected a torch.nn.Module, got {type(model).__name__}")
     for name, t in list(model.named_parameters()) + list(model.named_buffers()):
@@ -54,15 +55,23 @@ def _check_model(model: Any, inputs: tuple[Any, ...] | None) -> None:
     for t in pytree.tree_leaves(inputs) if inputs is not None else []:
         if isinstance(t, torch.Tensor) and t.device.type != "cpu":
             raise LoweringError(f"an example input is on device '{t.device}'; pass CPU tensors")
-    if inputs is not None:  # wrong arity, shapes or dtypes: say so before any tracer does
-        try:
-            with torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                copy.deepcopy(model)(*inputs)  # a copy: forward may change Python state too
-        except Exception as e:  # noqa: BLE001 - any failure of the user's own forward
-            first = (str(e).strip().splitlines() or [""])[0]
-            raise LoweringError(
-                f"the model fails on the example inputs: {type(e).__name__}: {first}") from e
+
+
+def _references(model: torch.nn.Module, inputs: tuple[Any, ...], verify_inputs: Any
+                ) -> References:
+    """Verification's references, with the first one, the model on the example inputs, run
+    now: wrong arity, shapes or dtypes are named before any tracer runs."""
+    refs = References(model, inputs, verify_inputs=verify_inputs)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            refs.out(0)
+    except VerificationError as e:  # any failure of the user's own forward
+        cause = e.__cause__ if e.__cause__ is not None else e
+        first = (str(cause).strip().splitlines() or [""])[0]
+        raise LoweringError(
+            f"the model fails on the example inputs: {type(cause).__name__}: {first}") from e
+    return refs
 
 
 def _passes() -> list[RewritePass]:
@@ -72,48 +81,59 @@ def _passes() -> list[RewritePass]:
     return registry
 
 
-def _lower_once(
-    model: torch.nn.Module,
-    inputs: tuple[Any, ...] | None,
-    options: Options,
-    passes: Sequence[RewritePass],
-    enabled: Callable[[str], bool],
-    tracer: str = "auto",
-) -> tuple[fx.GraphModule, Report]:
-    report = Report()
-    forbidden = census.forbidden_by(options.target)
-    t0 = time.perf_counter()
-    cap = capture(model, inputs, tracer)
-    gm = cap.gm
-    report.capture, report.capture_note = cap.method, cap.note
-    report.seconds["capture"] = time.perf_counter() - t0
+class _Session:
+    """One call of `lower`: the model captured and normalised once (`base`); every lowering
+    (the first, and one per bisection step or rollback) runs the enabled rewrites on a
+    snapshot of that graph (graph.snapshot: module tree copied, parameters shared), and
+    verification runs the original once per input for all of them (verify.References)."""
 
-    feed = [inputs]  # what the graph being rewritten takes (the device's inputs after a host split)
+    def __init__(self, model: torch.nn.Module, inputs: tuple[Any, ...] | None,
+                 options: Options, passes: Sequence[RewritePass], tracer: str) -> None:
+        self.inputs, self.options, self.passes = inputs, options, passes
+        self.forbidden = census.forbidden_by(options.target)
+        report = Report()
+        t0 = time.perf_counter()
+        cap = capture(model, inputs, tracer)
+        gm = cap.gm
+        report.capture, report.capture_note = cap.method, cap.note
+        report.seconds["capture"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        if inputs is not None:
+            graph.from_export(gm)
+            graph.annotate(gm, inputs)
+        if normalise(gm, report, options.target) and inputs is not None:
+            graph.annotate(gm, inputs)
+        report.ops_before = census.census(gm, self.forbidden)
+        report.seconds["normalise"] = time.perf_counter() - t0
+        self.base, self.base_report = gm, report
 
-    def reannotate() -> None:
-        if feed[0] is not None:
-            graph.annotate(gm, feed[0])
+    def lower(self, enabled: Callable[[str], bool]) -> tuple[fx.GraphModule, Report]:
+        """The enabled rewrites on a fresh snapshot of the normalised graph."""
+        gm = cast(fx.GraphModule, graph.snapshot(self.base))
+        report = copy.deepcopy(self.base_report)
+        inputs = self.inputs
+        feed = [inputs]  # what the graph being rewritten takes (the device's inputs after a host split)
 
-    t0 = time.perf_counter()
-    reannotate()
-    if normalise(gm, report, options.target):
-        reannotate()
-    report.ops_before = census.census(gm, forbidden)
-    result: fx.GraphModule = gm
-    if options.embedding == "host" and inputs is not None:
-        result = _split_host(gm, inputs, report)
-        if result is not gm:
-            feed[0] = host_split.device_inputs(result, inputs)
-            reannotate()
-    ctx = Context(gm=gm, options=options, has_shapes=inputs is not None)
-    run_passes(gm, passes, ctx, report, enabled=enabled, reannotate=reannotate)
-    graph.erase_dead(gm)
-    gm.graph.lint()
-    gm.recompile()
-    report.ops_after = census.census(gm, forbidden)
-    report.remaining = census.remaining(gm, forbidden)
-    report.seconds["rewrite"] = time.perf_counter() - t0
-    return result, report
+        def reannotate() -> None:
+            if feed[0] is not None:
+                graph.annotate(gm, feed[0])
+
+        t0 = time.perf_counter()
+        result: fx.GraphModule = gm
+        if self.options.embedding == "host" and inputs is not None:
+            result = _split_host(gm, inputs, report)
+            if result is not gm:
+                feed[0] = host_split.device_inputs(result, inputs)
+                reannotate()
+        ctx = Context(gm=gm, options=self.options, has_shapes=inputs is not None)
+        run_passes(gm, self.passes, ctx, report, enabled=enabled, reannotate=reannotate)
+        graph.erase_dead(gm)
+        gm.graph.lint()
+        gm.recompile()
+        report.ops_after = census.census(gm, self.forbidden)
+        report.remaining = census.remaining(gm, self.forbidden)
+        report.seconds["rewrite"] = time.perf_counter() - t0
+        return result, report
 
 
 def _split_host(gm: fx.GraphModule, inputs: tuple[Any, ...], report: Report) -> fx.GraphModule:
@@ -219,17 +239,17 @@ def lower(
         raise ValueError("embedding must be 'matmul' or 'host'")
     inputs = _as_inputs(example_inputs)
     _check_model(model, inputs)
-    if verify_inputs is not None:
-        if inputs is None:
-            raise LoweringError("verify_inputs needs example_inputs too (they fix the shapes)")
-        runs_for(inputs, verify_inputs, 0, 0)  # malformed ones: say so before any work
+    if verify_inputs is not None and inputs is None:
+        raise LoweringError("verify_inputs needs example_inputs too (they fix the shapes)")
+    refs = None if inputs is None else _references(model, inputs, verify_inputs)
     from .targets import get_target
 
     tgt = get_target(target)
     options = Options(assume_finite=assume_finite, merge=merge, target=tgt, embedding=embedding)
     plist = list(_passes() if passes is None else passes)
     on = enabled or (lambda rid: True)
-    gm, report = _lower_once(model, inputs, options, plist, on, tracer)
+    session = _Session(model, inputs, options, plist, tracer)
+    gm, report = session.lower(on)
 
     if inputs is None:
         report.verification = {"skipped": "no example_inputs"}
@@ -237,15 +257,16 @@ def lower(
             warnings.warn("fxlower.lower: no example_inputs, so verification was skipped",
                           stacklevel=2)
     elif verify:
+        assert refs is not None
         t0 = time.perf_counter()
-        mismatches, figures = _check_outputs(model, gm, inputs, verify_inputs)
+        mismatches, figures = _check_outputs(model, gm, inputs, refs)
         off: set[str] = set()
         rolled: list[str] = []
         while mismatches:
             first = mismatches[0]
             more = f" ({len(mismatches) - 1} more mismatches)" if len(mismatches) > 1 else ""
             ids = [a.rewrite_id for a in report.applied]
-            culprit = _bisect(model, inputs, options, plist, on, off, ids, tracer, verify_inputs)
+            culprit = _bisect(session, model, inputs, refs, on, off, ids)
             if culprit is None:
                 hint = ("" if "example inputs" in first.output else
                         "; it matches on the example inputs, so the tracer likely baked in a "
@@ -264,9 +285,8 @@ def lower(
                 )
             off.add(culprit)
             rolled.append(f"{culprit} ({node.op}): {first.output}: {first.message}")
-            gm, report = _lower_once(model, inputs, options, plist,
-                                     lambda r: on(r) and r not in off, tracer)
-            mismatches, figures = _check_outputs(model, gm, inputs, verify_inputs)
+            gm, report = session.lower(lambda r: on(r) and r not in off)
+            mismatches, figures = _check_outputs(model, gm, inputs, refs)
         report.rolled_back = rolled
         report.verification = figures
         report.seconds["verify"] = time.perf_counter() - t0
@@ -286,12 +306,12 @@ def lower(
     return gm
 
 
-def _check_outputs(model: Any, gm: Any, inputs: tuple[Any, ...], verify_inputs: Any = None
+def _check_outputs(model: Any, gm: Any, inputs: tuple[Any, ...], refs: References
                    ) -> tuple[list[Mismatch], dict[str, Any]]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return verify(model, gm, inputs, verify_inputs=verify_inputs)
+            return verify(model, gm, inputs, refs=refs)
     except VerificationError:  # about the original model or the inputs: not the lowering's
         raise
     except Exception as e:  # noqa: BLE001 - the lowered module failed to run at all
@@ -299,15 +319,13 @@ def _check_outputs(model: Any, gm: Any, inputs: tuple[Any, ...], verify_inputs: 
 
 
 def _bisect(
+    session: _Session,
     model: torch.nn.Module,
     inputs: tuple[Any, ...],
-    options: Options,
-    passes: Sequence[RewritePass],
+    refs: References,
     on: Callable[[str], bool],
     off: set[str],
     ids: list[str],
-    tracer: str,
-    verify_inputs: Any = None,
 ) -> str | None:
     """The rewrite whose addition first makes verification fail: bisection over prefixes of
     the applied rewrites (in the order they were applied), log2(n) re-lowerings. None when
@@ -315,9 +333,8 @@ def _bisect(
 
     def fails(k: int) -> bool:
         keep = set(ids[:k])
-        gm, _ = _lower_once(model, inputs, options, passes,
-                            lambda r: r in keep and on(r) and r not in off, tracer)
-        return bool(_check_outputs(model, gm, inputs, verify_inputs)[0])
+        gm, _ = session.lower(lambda r: r in keep and on(r) and r not in off)
+        return bool(_check_outputs(model, gm, inputs, refs)[0])
 
     if fails(0):
         return None
@@ -471,16 +488,17 @@ def ort_compare(model: torch.nn.Module, inputs: tuple[Any, ...], path: str | os.
     import numpy as np
     import onnxruntime as ort
 
-    from .verify import _run, _to_double, compare, float64_twin, no_draw_left, reference, runs_for
+    from .verify import compare, no_draw_left
 
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     names = [i.name for i in sess.get_inputs()]
-    twin = float64_twin(model)
+    refs = References(model, inputs, draws=draws, draw_seed=1000, verify_inputs=verify_inputs)
     worst = 0.0
     skipped: list[str] = []
     fresh_done = 0
-    for run in runs_for(inputs, verify_inputs, draws, 1000):
-        ref = reference(model, run, 0, skipped)
+    for i, run in enumerate(refs.runs):
+        ref, why = refs.out(i)
+        skipped += why
         if ref is None:
             continue
         fresh_done += run.fresh
@@ -491,20 +509,18 @@ def ort_compare(model: torch.nn.Module, inputs: tuple[Any, ...], path: str | os.
                 for n, t in zip(names, leaves, strict=False)}
         got = sess.run(None, feed)
         ref_leaves = [t for t in pytree.tree_leaves(ref) if isinstance(t, torch.Tensor)]
-        ref64 = None
-        if twin is not None:
-            try:
-                out64 = _run(twin, _to_double(run_inputs), 0)
-                ref64 = tuple(t for t in pytree.tree_leaves(out64) if isinstance(t, torch.Tensor))
-            except Exception:  # noqa: BLE001 - some models only run in float32
-                ref64 = None
         got_t = [torch.from_numpy(np.asarray(g)) for g in got]
         got_t = [g.to(a.dtype) if g.dtype != a.dtype and a.dtype == torch.bfloat16 else g
                  for g, a in zip(got_t, ref_leaves, strict=False)]
         if len(got_t) != len(ref_leaves):
             raise VerificationError(
                 f"onnxruntime returned {len(got_t)} outputs, the model {len(ref_leaves)}")
-        mism, w, _, _ = compare(tuple(ref_leaves), tuple(got_t), ref64)
+        mism, w, _, _ = compare(tuple(ref_leaves), tuple(got_t), None)
+        if any(m.error != float("inf") for m in mism):  # the floor exceeded: widen (verify)
+            out64 = refs.out64(i)
+            ref64 = None if out64 is None else tuple(
+                t for t in pytree.tree_leaves(out64) if isinstance(t, torch.Tensor))
+            mism, w, _, _ = compare(tuple(ref_leaves), tuple(got_t), ref64)
         if mism:
             hint = ("; fresh draws are random values in the example's range: if such inputs "
                     "are not valid for the model (attention masks with leading zeros, say), "

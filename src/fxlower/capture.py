@@ -4,12 +4,12 @@
 fails, or when the traced graph cannot run the example inputs, `torch.export.export`
 (non-strict) on the example inputs, functionalised (`run_decompositions({})`: in-place
 updates become their functional forms, no other op is decomposed). The user's model is
-never touched: capture works on a deep copy.
+never touched: capture works on a snapshot (graph.snapshot: the module tree copied, the
+parameters shared, buffers cloned).
 """
 
 from __future__ import annotations
 
-import copy
 import operator
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +18,7 @@ import torch
 import torch.fx as fx
 
 from .errors import LoweringError
-from .graph import _mutates, preserved_state
+from .graph import _mutates, preserved_state, snapshot
 
 
 @dataclass
@@ -135,7 +135,7 @@ def _reason(e: BaseException) -> str:
 def capture(
     model: torch.nn.Module, example_inputs: tuple[Any, ...] | None, tracer: str = "auto"
 ) -> Captured:
-    """Trace a deep copy of `model`. Raises LoweringError with each tracer's own reason.
+    """Trace a snapshot of `model` (graph.snapshot: parameters shared, never copied). Raises LoweringError with each tracer's own reason.
 
     tracer: "auto" (symbolic_trace, then torch.export), "symbolic_trace" or "export".
     """
@@ -143,8 +143,7 @@ def capture(
         raise ValueError("tracer must be 'auto', 'symbolic_trace' or 'export'")
     if tracer == "export":
         return _export(model, example_inputs, "not tried (tracer='export')")
-    work = copy.deepcopy(model)
-    before = _fingerprint(work)
+    work = snapshot(model)
     try:
         gm = fx.symbolic_trace(work)
         if example_inputs is not None:
@@ -161,40 +160,20 @@ def capture(
         trace_error = _reason(e)
         if tracer == "symbolic_trace":
             raise LoweringError(f"torch.fx.symbolic_trace failed: {trace_error}") from e
-    # the copy serves torch.export too (BERT-base: one 0.6 s deep copy fewer) unless the
-    # failed trace changed it: a forward traced with proxies may store them on the module
-    return _export(model, example_inputs, trace_error,
-                   work if _fingerprint(work) == before else None)
-
-
-def _fingerprint(model: torch.nn.Module) -> list[tuple[Any, ...]]:
-    """What a forward can change on a module tree, by identity: every module's attributes,
-    parameters, buffers and children (a shallow look: cheap, no tensor is read)."""
-    def ident(v: Any) -> Any:  # containers by their items too (a forward may append)
-        if isinstance(v, (list, tuple, set, dict)) and not isinstance(v, torch.nn.Module):
-            items = v.items() if isinstance(v, dict) else enumerate(v)
-            return (id(v), tuple((k, id(x)) for k, x in items))
-        return id(v)
-
-    out: list[tuple[Any, ...]] = []
-    for m in model.modules():
-        d = m.__dict__
-        out.append((id(m), tuple((k, ident(v)) for k, v in d.items()),
-                    *(tuple((k, id(v)) for k, v in d[f].items())
-                      for f in ("_parameters", "_buffers", "_modules"))))
-    return out
+    # a fresh snapshot for torch.export: a forward traced with proxies may have stored them
+    # on the first one (snapshots share the parameters, so a second costs next to nothing)
+    return _export(model, example_inputs, trace_error)
 
 
 def _export(
     model: torch.nn.Module, example_inputs: tuple[Any, ...] | None, trace_error: str,
-    work: torch.nn.Module | None = None,
 ) -> Captured:
     if example_inputs is None:
         raise LoweringError(
             f"torch.fx.symbolic_trace failed ({trace_error}) and no example_inputs were "
             "given, so torch.export could not be tried"
         )
-    work = copy.deepcopy(model) if work is None else work
+    work = snapshot(model)
     try:
         ep = torch.export.export(work, tuple(example_inputs), strict=False)
     except Exception as e:  # noqa: BLE001

@@ -1,9 +1,10 @@
 """Graph utilities every stage shares: shape annotation, constant evaluation, and the
 `Builder` that lets a pass write its replacement as plain torch code.
 
-Shapes: `annotate(gm, inputs)` runs the graph once on real inputs and stores a
-`TensorSpec` (shape, dtype) pytree in `node.meta["fxl_val"]`, for both capture paths, so
-passes read shapes the same way whichever tracer produced the graph.
+Shapes: `annotate(gm, inputs)` stores a `TensorSpec` (shape, dtype) pytree in
+`node.meta["fxl_val"]`, for both capture paths, so passes read shapes the same way whichever
+tracer produced the graph: from torch.export's FakeTensors, on the meta device for nodes a
+rewrite added, and by running the graph once only where meta tensors cannot go.
 
 Constants: a node is *constant* when its value cannot depend on the model's inputs
 (parameters, buffers, literals, and deterministic ops on them). `const_value` evaluates it.
@@ -11,7 +12,9 @@ Constants: a node is *constant* when its value cannot depend on the model's inpu
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
@@ -88,6 +91,33 @@ def _holds_state(module: torch.nn.Module) -> bool:
     return False
 
 
+def snapshot(model: torch.nn.Module) -> torch.nn.Module:
+    """The module tree of `model` copied (modules, Python attributes, hooks) with every
+    parameter a new Parameter object over the *same storage*, and buffers cloned: what
+    lowering works on instead of a deep copy. Parameters are the bulk of a model and nothing
+    fxlower does writes into them (capture traces, passes build new tensors, runs go
+    through `preserved_state`), so sharing them costs no memory and no time; a module that
+    writes its own parameters when run (an embedding with max_norm) gets them cloned. The
+    snapshot's parameters keep their own `requires_grad` and `.grad`, and `.double()` on the
+    snapshot (the float64 twin of verification) replaces its Parameter objects' data, never
+    the user's. The returned lowered module shares parameter storage with the model the way
+    `torch.export`'s `ExportedProgram.module()` does."""
+    memo: dict[int, Any] = {}
+    writers = {id(p) for m in model.modules()
+               if isinstance(m, (torch.nn.Embedding, torch.nn.EmbeddingBag))
+               and m.max_norm is not None for p in m.parameters(recurse=False)}
+    for p in model.parameters():
+        if id(p) not in memo:
+            data = p.detach().clone() if id(p) in writers else p.detach()
+            memo[id(p)] = torch.nn.Parameter(data, requires_grad=p.requires_grad)
+    for b in model.buffers():
+        if id(b) not in memo:
+            memo[id(b)] = b.detach().clone()
+    with warnings.catch_warnings():  # (torch's pytree specs warn when copied)
+        warnings.simplefilter("ignore", FutureWarning)
+        return copy.deepcopy(model, memo)
+
+
 class preserved_state:
     """Restore a module's buffers, and its parameters when running it could change them
     (see `stateful`), after the block: in place, same tensor objects. Buffers are always
@@ -117,11 +147,86 @@ class preserved_state:
                         now.copy_(v)
 
 
-def annotate(gm: fx.GraphModule, inputs: tuple[Any, ...]) -> Any:
-    """Run `gm` on `inputs` and record every node's TensorSpec, leaving its state as it
-    was. Returns the outputs."""
-    with torch.no_grad(), preserved_state(gm):
-        return _Annotator(gm).run(*inputs)
+def annotate(gm: fx.GraphModule, inputs: tuple[Any, ...]) -> None:
+    """Record every node's TensorSpec. Nodes that have one keep it (a rewrite replaces a
+    node by one of the same shape and dtype; torch.export's FakeTensors give the captured
+    graph its specs, `from_export`); the others are computed on the meta device from their
+    inputs' specs, without running anything. Only when some node cannot run on meta
+    tensors (a module call, a data-dependent op) is the graph run on `inputs`, once,
+    leaving its state as it was."""
+    if not _annotate_on_meta(gm):
+        with torch.no_grad(), preserved_state(gm):
+            _Annotator(gm).run(*inputs)
+
+
+def from_export(gm: fx.GraphModule) -> None:
+    """Specs from the FakeTensors torch.export left in `node.meta["val"]`, where every size
+    is a plain int (a data-dependent size is left to a real run)."""
+    def static(v: Any) -> bool:
+        if isinstance(v, torch.Tensor):
+            return all(type(d) is int for d in v.shape)
+        if isinstance(v, (tuple, list)):
+            return all(static(x) for x in v)
+        return isinstance(v, (int, float, bool, str, type(None), torch.dtype, torch.device))
+
+    for n in gm.graph.nodes:
+        if VAL not in n.meta and "val" in n.meta and static(n.meta["val"]):
+            n.meta[VAL] = _spec_of(n.meta["val"])
+
+
+class _NoMeta(Exception):
+    """A node that cannot be evaluated on meta tensors."""
+
+
+def _on_meta(v: Any) -> Any:
+    """A spec as a meta value: tensors as meta tensors, Python values as they are."""
+    if isinstance(v, TensorSpec):
+        return torch.empty(v.shape, dtype=v.dtype, device="meta")
+    if isinstance(v, tuple):
+        return tuple(_on_meta(x) for x in v)
+    return v
+
+
+def _annotate_on_meta(gm: fx.GraphModule) -> bool:
+    """Specs for the nodes without one, on the meta device. False when a node cannot be
+    evaluated there (the caller then runs the graph)."""
+    if all(VAL in n.meta or n.op == "output" or n.op == "call_module" and not n.users
+           for n in gm.graph.nodes):
+        return True
+    env: dict[fx.Node, Any] = {}
+
+    def value(a: Any) -> Any:
+        if isinstance(a, fx.Node):
+            return env[a]
+        return a
+
+    try:
+        for n in gm.graph.nodes:
+            if n.op == "output":
+                continue
+            if VAL in n.meta:
+                if n.meta[VAL] is None and n.users:
+                    raise _NoMeta(n.name)  # a value no spec describes (an object)
+                env[n] = _on_meta(n.meta[VAL])
+                continue
+            if n.op == "call_module" and not n.users:  # (torch.export's `_guards_fn`)
+                continue
+            args, kwargs = fx.node.map_aggregate((n.args, n.kwargs), value)
+            if n.op == "get_attr":
+                out = get_attr(gm, str(n.target))
+                out = torch.empty_like(out, device="meta") if isinstance(out, torch.Tensor) \
+                    else out
+            elif n.op == "call_function":
+                out = n.target(*args, **kwargs)
+            elif n.op == "call_method":
+                out = getattr(args[0], str(n.target))(*args[1:], **kwargs)
+            else:  # placeholders without a spec, module calls: run the graph
+                raise _NoMeta(n.name)
+            n.meta[VAL] = _spec_of(out)
+            env[n] = out
+    except Exception:  # noqa: BLE001 - anything meta tensors cannot do: run for real
+        return False
+    return True
 
 
 def spec(node: Any) -> TensorSpec | None:

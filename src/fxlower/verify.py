@@ -15,12 +15,13 @@ reference (a model that cannot run in float64) the floor `8 * eps * scale` alone
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Any, cast
 
 import torch
 from torch.utils import _pytree as pytree
+
+from .graph import preserved_state, snapshot
 
 
 @dataclass
@@ -97,7 +98,7 @@ def reference(original: Any, run: Run, seed: int, skipped: list[str]) -> Any:
     from .errors import VerificationError
 
     try:
-        return _run(original, run.inputs, seed)
+        return run_once(original, run.inputs, seed)
     except Exception as e:  # noqa: BLE001 - the user's own forward failed on these inputs
         first = (str(e).strip().splitlines() or [""])[0]
         why = f"{type(e).__name__}: {first}"
@@ -120,12 +121,10 @@ def _to_double(x: Any) -> Any:
     )
 
 
-def _run(model: Any, inputs: tuple[Any, ...], seed: int) -> Any:
+def run_once(model: Any, inputs: tuple[Any, ...], seed: int) -> Any:
     """One forward pass that leaves the module's state as it was (a training-mode
     BatchNorm's statistics, a max_norm embedding's table): the user's model and the
     lowered one are both run here."""
-    from .graph import preserved_state
-
     torch.manual_seed(seed)
     with torch.no_grad(), preserved_state(model):
         return model(*inputs)
@@ -189,13 +188,57 @@ def compare(
     return out, worst, len(ref_leaves), exact
 
 
-def float64_twin(model: torch.nn.Module) -> torch.nn.Module | None:
-    """A float64 copy of the model, or None when it has no float32 state to widen."""
-    try:
-        twin = copy.deepcopy(model).double()
-    except Exception:  # noqa: BLE001 - models that cannot be copied or widened
-        return None
-    return twin
+class References:
+    """The original model's outputs, one run per input for a whole lowering session: the
+    runs (example inputs, then the draws or `verify_inputs`), each reference computed once
+    and kept, and the float64 twin that widens the tolerance, made from a snapshot taken
+    before any run (a forward may change Python state the twin must then see too: it
+    replays the runs before the one it is first needed for)."""
+
+    def __init__(self, original: torch.nn.Module, example_inputs: tuple[Any, ...], *,
+                 draws: int = 2, seed: int = 0, draw_seed: int | None = None,
+                 verify_inputs: Any = None) -> None:
+        self.original, self.seed = original, seed
+        self.runs = runs_for(example_inputs, verify_inputs, draws,
+                             seed + 1 if draw_seed is None else draw_seed)
+        self.verify_inputs = verify_inputs
+        self.outs: dict[int, tuple[Any, list[str]]] = {}
+        try:
+            self.pristine: torch.nn.Module | None = snapshot(original)
+        except Exception:  # noqa: BLE001 - models that cannot be copied
+            self.pristine = None
+        self.outs64: dict[int, Any] = {}
+        self.twin: torch.nn.Module | None = None
+        self.twin_ran = 0  # runs the twin has replayed
+
+    def out(self, i: int) -> tuple[Any, list[str]]:
+        """The original's output on run i (None if a fresh draw it fails on) and why."""
+        if i not in self.outs:
+            why: list[str] = []
+            self.outs[i] = (reference(self.original, self.runs[i], self.seed, why), why)
+        return self.outs[i]
+
+    def out64(self, i: int) -> Any:
+        """The float64 twin's output on run i, or None (a model that only runs in float32)."""
+        if i not in self.outs64:
+            self.outs64[i] = self._twin_run(i)
+        return self.outs64[i]
+
+    def _twin_run(self, i: int) -> Any:
+        try:
+            if self.twin is None:
+                if self.pristine is None:
+                    return None
+                self.twin, self.pristine = self.pristine.double(), None
+            while self.twin_ran < i:  # what the original saw before run i
+                if self.out(self.twin_ran)[0] is not None:
+                    run_once(self.twin, _to_double(self.runs[self.twin_ran].inputs), self.seed)
+                self.twin_ran += 1
+            self.twin_ran = i + 1
+            return run_once(self.twin, _to_double(self.runs[i].inputs), self.seed)
+        except Exception:  # noqa: BLE001 - some models only run in float32
+            self.pristine = self.twin = None
+            return None
 
 
 def verify(
@@ -206,54 +249,43 @@ def verify(
     draws: int = 2,
     seed: int = 0,
     verify_inputs: Any = None,
+    refs: References | None = None,
 ) -> tuple[list[Mismatch], dict[str, Any]]:
-    """Compare outputs on the example inputs and `draws` fresh draws (or `verify_inputs`)."""
+    """Compare outputs on the example inputs and `draws` fresh draws (or `verify_inputs`).
+    `refs` (a References of this original and these inputs) keeps the original's outputs
+    across verifications of one session: a re-verification runs only the lowered module."""
     from .errors import VerificationError
 
-    runs = runs_for(example_inputs, verify_inputs, draws, seed + 1)
-    # the float64 twin is copied now (a forward may change Python state the copy must not
-    # see), widened and run only when first needed
-    try:
-        frozen: torch.nn.Module | None = copy.deepcopy(original)
-    except Exception:  # noqa: BLE001 - models that cannot be copied
-        frozen = None
-    twin: torch.nn.Module | None = None
+    if refs is None:
+        refs = References(original, example_inputs, draws=draws, seed=seed,
+                          verify_inputs=verify_inputs)
     mismatches: list[Mismatch] = []
     skipped: list[str] = []
-    worst, leaves, exact = 0.0, 0, True
-    done: list[Run] = []  # the runs the original accepted, in order
-    for run in runs:
-        ref = reference(original, run, seed, skipped)
+    worst, leaves, exact, done, fresh = 0.0, 0, True, 0, 0
+    for i, run in enumerate(refs.runs):
+        ref, why = refs.out(i)
+        skipped += why
         if ref is None:
             continue
-        low = _run(lowered, run.inputs, seed)
+        low = run_once(lowered, run.inputs, refs.seed)
         m, w, leaves, ex = compare(ref, low, None)
         # the float64 reference only ever widens the tolerance (max of the floor and 4x the
         # original's own error), so it is needed only when the floor alone is exceeded
         if any(mm.error != float("inf") for mm in m):
-            ref64 = None
-            try:
-                if frozen is not None:  # first need: widen the copy, replay the earlier runs
-                    twin, frozen = frozen.double(), None  # so it sees what the original saw
-                    for earlier in done:
-                        _run(twin, _to_double(earlier.inputs), seed)
-                if twin is not None:
-                    ref64 = _run(twin, _to_double(run.inputs), seed)
-            except Exception:  # noqa: BLE001 - some models only run in float32
-                ref64 = None
-            m, w, leaves, ex = compare(ref, low, ref64)
+            m, w, leaves, ex = compare(ref, low, refs.out64(i))
         for mm in m:
-            mm.output = f"{mm.output} (run {len(done)}: {run.label})"
-        done.append(run)
+            mm.output = f"{mm.output} (run {done}: {run.label})"
+        done += 1
+        fresh += run.fresh
         mismatches += m
         worst = max(worst, w)
         exact = exact and ex
-    if skipped and not any(r.fresh for r in done):
+    if skipped and not fresh:
         raise VerificationError(no_draw_left(skipped))
-    figures: dict[str, Any] = {"runs": len(done), "outputs": leaves, "max_abs_error": worst,
+    figures: dict[str, Any] = {"runs": done, "outputs": leaves, "max_abs_error": worst,
                                "bit_exact": exact}
     if skipped:
         figures["skipped_draws"] = skipped
-    if verify_inputs is not None:
+    if refs.verify_inputs is not None:
         figures["inputs"] = "example inputs + verify_inputs"
     return mismatches, figures
