@@ -1,4 +1,6 @@
-"""Helpers that more than one pass needs (passes never import each other).
+"""Helpers that more than one pass needs (passes never import each other): constant
+folding of constant lookups, the broadcast core of an index (gather and scatter), and the
+planning of chains of linear layers (merge_conv_chain and merge_linear_chain).
 
 Constant folding of constant lookups: a gather whose source and index are both known when
 lowering (a relative-position-bias table indexed by a constant index buffer, a position
@@ -19,11 +21,16 @@ Legality (each a reason the pass keeps its other formulation):
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass, field, replace
+from typing import ClassVar
+
 import torch
 import torch.fx as fx
 
+from fxlower import linear_ops as lo
 from fxlower.graph import Builder, get_attr, is_param_or_buffer, node_of
-from fxlower.rewrite import Context, Plan
+from fxlower.rewrite import Context, Plan, RewritePass, Skip
 
 FOLDED = "folded"  # Plan.data key of the folded value
 MAX_RUNS = 16  # a constant index with at most this many constant-step runs becomes slices
@@ -76,3 +83,223 @@ def fold_lookup(node: fx.Node, ctx: Context, onehot_elems: int) -> Plan | None:
 def replace_folded(node: fx.Node, plan: Plan, b: Builder) -> fx.Node:
     """The folded constant, in place of the lookup."""
     return node_of(b.const(plan.data[FOLDED], f"folded_{node.name}"))
+
+
+# ---- the broadcast core of an index (gather_to_mask_matmul, scatter_to_mask_matmul)
+
+aten = torch.ops.aten
+_EXPAND = {aten.expand.default, aten.expand_copy.default, aten.broadcast_to.default,
+           torch.broadcast_to, "expand", "expand_as", "broadcast_to"}
+_REPEAT = {aten.repeat.default, "repeat"}
+# ops that keep an integer index's values and shape (casts between int types, copies)
+_SAME_VALUES = {aten._to_copy.default, aten.to.dtype, aten.to.device, aten.to.dtype_layout,
+                aten.clone.default, aten.alias.default, aten.detach.default,
+                aten.contiguous.default, torch.clone, "to", "clone", "contiguous", "detach",
+                "long", "int"}
+
+
+def _target(n: fx.Node) -> object:
+    return n.target
+
+
+def broadcast_core(idx: fx.Node, ctx: Context) -> tuple[fx.Node, tuple[int, ...]]:
+    """Follow idx back through broadcasting ops (and value-keeping casts or copies of an
+    integer tensor, like the `.to(x.device)` of ViT-MAE's decoder) to the smallest tensor it
+    was expanded from. Returns that node and its shape aligned to idx's rank."""
+    si = ctx.spec(idx)
+    assert si is not None
+    node = idx
+    while node.op in ("call_function", "call_method") and _target(node) in (
+        _EXPAND | _REPEAT | _SAME_VALUES
+    ):
+        src = node.args[0]
+        ss = ctx.spec(src)
+        if _target(node) in _SAME_VALUES:
+            if not isinstance(src, fx.Node) or ss is None or ss.dtype.is_floating_point:
+                break
+            node = src
+            continue
+        if not isinstance(src, fx.Node) or ss is None or ss.rank > si.rank:
+            break
+        aligned = (1,) * (si.rank - ss.rank) + ss.shape
+        out = ctx.spec(node)
+        if out is None:
+            break
+        if _target(node) in _REPEAT:
+            # repeat tiles: only repeats of size-1 dims are broadcasts
+            if any(a != 1 and o != a for a, o in zip(aligned, out.shape, strict=True)):
+                break
+        node = src
+    sc = ctx.spec(node)
+    assert sc is not None
+    return node, (1,) * (si.rank - sc.rank) + sc.shape
+
+
+# ---- chains of linear layers (merge_conv_chain, merge_linear_chain)
+
+
+@dataclass
+class _Role:
+    kind: str  # "end" (last layer of a merged run), "inner" (merged, not last), "skip"
+    reason: str = ""
+    run: list[lo.Layer] = field(default_factory=list)
+    geoms: list[lo.Geom] = field(default_factory=list)
+    merged: lo.Geom | None = None
+    macs_chain: int = 0
+    macs_merged: int = 0
+    unit: str = "per call"
+
+
+def _collect(node: fx.Node, fam: str) -> tuple[list[lo.Layer], int] | str:
+    """The maximal chain through `node` linked by single-user intermediates, and the
+    position of `node` in it; or why `node` and its input cannot be chained."""
+    ln = lo.layer(node)
+    if isinstance(ln, str):
+        return ln
+    x = ln.x
+    if len(x.users) != 1:
+        others = sorted(f"'{u.name}'" for u in x.users if u is not node)
+        return (f"the output of '{lo.readable(x)}' is also used by {', '.join(others)}: "
+                "merging would not remove it")
+    lx = lo.layer(x)
+    if isinstance(lx, str):
+        return lx
+    back: list[lo.Layer] = []
+    cur = ln
+    while True:
+        p = cur.x
+        if lo.family(p) != fam or len(p.users) != 1:
+            break
+        lp = lo.layer(p)
+        if isinstance(lp, str):
+            break
+        back.append(lp)
+        cur = lp
+    fwd: list[lo.Layer] = []
+    cur = ln
+    while len(cur.node.users) == 1:
+        u = next(iter(cur.node.users))
+        if lo.family(u) != fam:
+            break
+        lu = lo.layer(u)
+        if isinstance(lu, str) or lu.x is not cur.node:
+            break
+        fwd.append(lu)
+        cur = lu
+    return back[::-1] + [ln] + fwd, len(back)
+
+
+def analyse(node: fx.Node, fam: str, mode: str, noun: str) -> _Role:
+    """Plan the chain through `node` (see the module docstring, condition 4) and say what
+    `node` is in the plan."""
+    got = _collect(node, fam)
+    if isinstance(got, str):
+        return _Role("skip", got)
+    chain, t = got
+    names = [lay.name for lay in chain]
+    geoms = [lay.geom() for lay in chain]
+    unit = "per call"
+    if any(gm.positions is None for gm in geoms):
+        unit = "per output position (shapes unknown)"
+        pos, acc = [1] * len(geoms), 1
+        for i in range(len(geoms) - 1, -1, -1):
+            pos[i] = acc
+            acc *= math.prod(geoms[i].stride) if geoms[i].dims else 1
+        geoms = [replace(gm, positions=p) for gm, p in zip(geoms, pos, strict=True)]
+    n = len(chain)
+    seg: dict[tuple[int, int], lo.Geom | str] = {}
+    for i in range(n):
+        cur: lo.Geom | str = geoms[i]
+        seg[(i, i)] = cur
+        for j in range(i + 1, n):
+            if isinstance(cur, lo.Geom):
+                cur = lo.compose_geom(cur, geoms[j], "__".join(names[i:j]), names[j])
+            seg[(i, j)] = cur
+
+    def cost(i: int, j: int) -> int:
+        s = seg[(i, j)]
+        assert isinstance(s, lo.Geom) and s.positions is not None
+        return s.macs(s.positions)
+
+    # best split of chain[:j] into legal runs, as ((macs, runs), split); compared by
+    # (macs, runs) under merge="auto" and by (runs, macs) under merge="always"
+    def key(o: tuple[tuple[int, int], list[tuple[int, int]]]) -> tuple[int, int]:
+        (macs, count), _ = o
+        return (count, macs) if mode == "always" else (macs, count)
+
+    best: list[tuple[tuple[int, int], list[tuple[int, int]]]] = [((0, 0), [])]
+    for j in range(1, n + 1):
+        options = []
+        for i in range(j):
+            if isinstance(seg[(i, j - 1)], lo.Geom):
+                (macs, count), split = best[i]
+                options.append(((macs + cost(i, j - 1), count + 1), split + [(i, j - 1)]))
+        best.append(min(options, key=key))
+    runs = best[n][1]
+    start, end = next((i, j) for i, j in runs if i <= t <= j)
+    if start < t:
+        if t < end:
+            return _Role("inner")
+        run = chain[start:end + 1]
+        merged = seg[(start, end)]
+        assert isinstance(merged, lo.Geom)
+        before = sum(cost(k, k) for k in range(start, end + 1))
+        return _Role("end", run=run, geoms=geoms[start:end + 1], merged=merged,
+                     macs_chain=before, macs_merged=cost(start, end), unit=unit)
+    # `node` starts a run: the link from the previous run was left apart
+    p0 = next(i for i, j in runs if j == t - 1)
+    union = seg[(p0, end)]
+    left, right = "__".join(names[p0:t]), "__".join(names[t:end + 1])
+    if isinstance(union, str):
+        return _Role("skip", union)
+    apart = cost(p0, t - 1) + cost(t, end)
+    return _Role("skip", (
+        f"merging '{left}' and '{right}' into one {noun} would cost {cost(p0, end):,} "
+        f"multiply-adds {unit} instead of {apart:,}: left apart (merge='always' merges it)"))
+
+
+class ChainMerge(RewritePass):
+    """Shared by merge_conv_chain and merge_linear_chain."""
+
+    families: ClassVar[tuple[str, ...]] = ()
+    noun: ClassVar[str] = ""
+
+    def match(self, node: fx.Node, ctx: Context) -> bool:
+        if ctx.options.merge == "never":
+            return False
+        fam = lo.family(node)
+        if fam not in self.families or lo.family(lo.data_input(node)) != fam:
+            return False
+        return analyse(node, fam, ctx.options.merge, self.noun).kind != "inner"
+
+    def check(self, node: fx.Node, ctx: Context) -> Plan | Skip:
+        fam = lo.family(node)
+        assert fam is not None
+        role = analyse(node, fam, ctx.options.merge, self.noun)
+        if role.kind != "end":
+            return Skip(role.reason)
+        run, geoms = role.run, role.geoms
+        w, b = run[0].weight.double(), run[0].bias
+        b = None if b is None else b.double()
+        g = geoms[0]
+        for lay, gl in zip(run[1:], geoms[1:], strict=True):
+            m = lo.compose_geom(g, gl, "", "")
+            assert isinstance(m, lo.Geom)
+            w, b = lo.compose_weights(w, b, g, lay.weight, lay.bias, gl, m)
+            g = m
+        if g.bias_zero:
+            b = None
+            g = replace(g, has_bias=False)
+        module = lo.make_module(g, w, b)
+        base = "__".join(lay.name for lay in run)
+        w_before = sum(gl.weights for gl in geoms)
+        detail = (f"merged {len(run)} {self.noun}s ({', '.join(lay.name for lay in run)}) into "
+                  f"'{base}' ({g.describe()}): {w_before:,} -> {g.weights:,} weights, "
+                  f"MACs {role.macs_chain:,} -> {role.macs_merged:,} {role.unit}")
+        return Plan(detail=detail, macs=max(0, role.macs_merged - role.macs_chain),
+                    data={"module": module, "x": run[0].x, "base": base,
+                          "nodes": [lay.node for lay in run]})
+
+    def replace(self, node: fx.Node, plan: Plan, b: Builder) -> fx.Node:
+        d = plan.data
+        return lo.install(b.gm, node, d["x"], d["base"], d["module"], d["nodes"])

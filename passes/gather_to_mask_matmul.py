@@ -44,54 +44,7 @@ from fxlower.graph import Builder, node_of
 from fxlower.normalise import GATHER
 from fxlower.rewrite import Context, Plan, RewritePass, Skip
 
-from ._common import FOLDED, MAX_RUNS, fold_lookup, known_finite, replace_folded
-
-aten = torch.ops.aten
-_EXPAND = {aten.expand.default, aten.expand_copy.default, aten.broadcast_to.default,
-           torch.broadcast_to, "expand", "expand_as", "broadcast_to"}
-_REPEAT = {aten.repeat.default, "repeat"}
-# ops that keep an integer index's values and shape (casts between int types, copies)
-_SAME_VALUES = {aten._to_copy.default, aten.to.dtype, aten.to.device, aten.to.dtype_layout,
-                aten.clone.default, aten.alias.default, aten.detach.default,
-                aten.contiguous.default, torch.clone, "to", "clone", "contiguous", "detach",
-                "long", "int"}
-
-
-def _target(n: fx.Node) -> object:
-    return n.target
-
-
-def broadcast_core(idx: fx.Node, ctx: Context) -> tuple[fx.Node, tuple[int, ...]]:
-    """Follow idx back through broadcasting ops (and value-keeping casts or copies of an
-    integer tensor, like the `.to(x.device)` of ViT-MAE's decoder) to the smallest tensor it
-    was expanded from. Returns that node and its shape aligned to idx's rank."""
-    si = ctx.spec(idx)
-    assert si is not None
-    node = idx
-    while node.op in ("call_function", "call_method") and _target(node) in (
-        _EXPAND | _REPEAT | _SAME_VALUES
-    ):
-        src = node.args[0]
-        ss = ctx.spec(src)
-        if _target(node) in _SAME_VALUES:
-            if not isinstance(src, fx.Node) or ss is None or ss.dtype.is_floating_point:
-                break
-            node = src
-            continue
-        if not isinstance(src, fx.Node) or ss is None or ss.rank > si.rank:
-            break
-        aligned = (1,) * (si.rank - ss.rank) + ss.shape
-        out = ctx.spec(node)
-        if out is None:
-            break
-        if _target(node) in _REPEAT:
-            # repeat tiles: only repeats of size-1 dims are broadcasts
-            if any(a != 1 and o != a for a, o in zip(aligned, out.shape, strict=True)):
-                break
-        node = src
-    sc = ctx.spec(node)
-    assert sc is not None
-    return node, (1,) * (si.rank - sc.rank) + sc.shape
+from ._common import FOLDED, MAX_RUNS, broadcast_core, fold_lookup, known_finite, replace_folded
 
 
 class GatherToMaskMatmul(RewritePass):

@@ -25,7 +25,7 @@ merge="auto".
 
 from __future__ import annotations
 
-from .merge_conv_chain import ChainMerge
+from ._common import ChainMerge
 
 
 class MergeLinearChain(ChainMerge):

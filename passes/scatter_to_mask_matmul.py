@@ -59,8 +59,7 @@ from fxlower.graph import Builder, node_of
 from fxlower.kernels import Tensor
 from fxlower.rewrite import Context, Plan, RewritePass, Skip
 
-from ._common import known_finite
-from .gather_to_mask_matmul import broadcast_core
+from ._common import broadcast_core, known_finite
 
 
 class ScatterToMaskMatmul(RewritePass):

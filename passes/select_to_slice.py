@@ -24,7 +24,7 @@ import torch
 import torch.fx as fx
 
 from fxlower.graph import Builder, node_of
-from fxlower.normalise import SELECT, _int_value
+from fxlower.normalise import SELECT, int_value
 from fxlower.rewrite import Context, Plan, RewritePass, Skip
 
 
@@ -37,7 +37,7 @@ class SelectToSlice(RewritePass):
     def check(self, node: fx.Node, ctx: Context) -> Plan | Skip:
         _, dim_arg, index = node.args
         dim = cast(int, dim_arg)  # aten.select.int takes an int dim
-        i = _int_value(index)
+        i = int_value(index)
         if i is None:
             return Skip("the index is not an int known when lowering")
         s = ctx.spec(node.args[0])

@@ -39,7 +39,7 @@ import torch.fx as fx
 from fxlower import scatter_ops as so
 from fxlower.graph import Builder, node_of
 from fxlower.kernels import Tensor
-from fxlower.normalise import _int_value
+from fxlower.normalise import int_value
 from fxlower.rewrite import Context, Plan, RewritePass, Skip
 from fxlower.scatter_ops import dim_of, scatter_op
 
@@ -48,7 +48,7 @@ def _static(a: object, none_ok: bool = False) -> int | None | str:
     """An int known when lowering, None for a literal None (when allowed), else "dynamic"."""
     if a is None and none_ok:
         return None
-    v = _int_value(a)
+    v = int_value(a)
     return "dynamic" if v is None else v
 
 

@@ -105,7 +105,7 @@ def _is_shape(a: fx.Node) -> bool:
     return isinstance(src, fx.Node) and src.target is getattr and src.args[1] == "shape"
 
 
-def _int_value(a: Any) -> int | None:
+def int_value(a: Any) -> int | None:
     """A Python int, or a node whose value is an int known when lowering (e.g. x.size(0) - 1).
     Data-dependent ints (`aten.item` of an input-derived tensor) give None."""
     if isinstance(a, bool):
@@ -179,7 +179,7 @@ def _normalise_getitem(node: fx.Node, e: _Emitter) -> str | None:
     x, key = node.args
     items = list(key) if isinstance(key, tuple) else [key]
     rank = _rank(x)
-    has_work = any(_int_value(k) is not None or _is_tensor_node(k) or isinstance(k, list)
+    has_work = any(int_value(k) is not None or _is_tensor_node(k) or isinstance(k, list)
                    for k in items)
     if not has_work:
         return None
@@ -188,7 +188,7 @@ def _normalise_getitem(node: fx.Node, e: _Emitter) -> str | None:
     if rank is None and any(k is Ellipsis for k in items):
         return "shapes unknown: pass example_inputs so '...' can be resolved"
     for k in items:
-        if isinstance(k, fx.Node) and _int_value(k) is None and not _is_tensor_node(k):
+        if isinstance(k, fx.Node) and int_value(k) is None and not _is_tensor_node(k):
             return f"index item '{k.name}' is neither an int nor a tensor"
         s = g.spec(k) if isinstance(k, fx.Node) else None
         if s is not None and s.dtype in (torch.bool, torch.uint8):
@@ -200,7 +200,7 @@ def _normalise_getitem(node: fx.Node, e: _Emitter) -> str | None:
     dim = 0
     indices: list[Any] = []
     for k in items:
-        iv = _int_value(k) if not isinstance(k, list) else None
+        iv = int_value(k) if not isinstance(k, list) else None
         if k is Ellipsis:
             dim += (rank or 0) - specified
         elif k is None:
