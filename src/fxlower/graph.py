@@ -65,30 +65,26 @@ class _Annotator(fx.Interpreter):
         return out
 
 
-def stateful(module: torch.nn.Module) -> bool:
-    """Whether running the module can change its own state: a submodule in training mode
-    (BatchNorm statistics), an embedding with max_norm, or an in-place op on a parameter or
-    buffer in a graph. A GraphModule's own attribute containers (torch.export unflattens
-    them as plain training-mode modules) do not count: only modules its graph calls."""
+def writes_parameters(module: torch.nn.Module) -> bool:
+    """Whether running the module can write its own parameters: an embedding with max_norm
+    (it renormalises its table in place), or an in-place op on a parameter or buffer in a
+    graph. A training flag alone does not: a training-mode forward writes buffers
+    (BatchNorm statistics), which `preserved_state` always saves, not parameters; saving
+    the parameters of every training-mode model on each run cost a copy of the weights."""
     if isinstance(module, fx.GraphModule):  # only what its graph runs: the modules it calls
         for n in module.graph.nodes:
-            if n.op == "call_module" and _holds_state(module.get_submodule(str(n.target))):
+            if n.op == "call_module" and _renormalises(module.get_submodule(str(n.target))):
                 return True
             if _mutates(n) and any(a.op == "get_attr" for a in n.all_input_nodes):
                 return True
         return False
-    return module.training or _holds_state(module)
+    return _renormalises(module)
 
 
-def _holds_state(module: torch.nn.Module) -> bool:
-    """A (sub)module that writes its own state when run: training-mode modules with buffers
-    (BatchNorm statistics), embeddings with max_norm."""
-    for m in module.modules():
-        if m.training and any(True for _ in m.buffers(recurse=False)):
-            return True
-        if isinstance(m, torch.nn.Embedding) and m.max_norm is not None:
-            return True
-    return False
+def _renormalises(module: torch.nn.Module) -> bool:
+    """A (sub)module that writes its own parameters when run: embeddings with max_norm."""
+    return any(isinstance(m, (torch.nn.Embedding, torch.nn.EmbeddingBag))
+               and m.max_norm is not None for m in module.modules())
 
 
 def snapshot(model: torch.nn.Module) -> torch.nn.Module:
@@ -103,9 +99,8 @@ def snapshot(model: torch.nn.Module) -> torch.nn.Module:
     the user's. The returned lowered module shares parameter storage with the model the way
     `torch.export`'s `ExportedProgram.module()` does."""
     memo: dict[int, Any] = {}
-    writers = {id(p) for m in model.modules()
-               if isinstance(m, (torch.nn.Embedding, torch.nn.EmbeddingBag))
-               and m.max_norm is not None for p in m.parameters(recurse=False)}
+    writers = {id(p) for m in model.modules() if _renormalises(m)
+               for p in m.parameters(recurse=False)}
     for p in model.parameters():
         if id(p) not in memo:
             data = p.detach().clone() if id(p) in writers else p.detach()
@@ -120,15 +115,15 @@ def snapshot(model: torch.nn.Module) -> torch.nn.Module:
 
 class preserved_state:
     """Restore a module's buffers, and its parameters when running it could change them
-    (see `stateful`), after the block: in place, same tensor objects. Buffers are always
+    (see `writes_parameters`), after the block: in place, same tensor objects. Buffers are always
     saved (cheap, and a forward may write a cache buffer in any mode); parameters, large,
-    only for stateful modules."""
+    only for modules that write them."""
 
     def __init__(self, *modules: torch.nn.Module) -> None:
         self.saved: list[list[tuple[torch.Tensor, torch.Tensor]]] = []
         for m in modules:
             tensors = list(m.buffers())
-            if stateful(m):
+            if writes_parameters(m):
                 tensors += list(m.parameters())
             self.saved.append([(t, t.detach().clone()) for t in tensors])
 
