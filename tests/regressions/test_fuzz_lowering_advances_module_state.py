@@ -8,7 +8,7 @@ again (in float16 the renormalised row's norm rounds above max_norm, so every ru
 it further and the lowered model's output differs from the original's first call), and a
 training-mode BatchNorm's running statistics have moved (num_batches_tracked 2 instead of
 0): the returned module is not the model the user passed. Fixed: symbolic tracing inlines
-nn.Embedding into F.embedding(max_norm=...), which graph.stateful() did not see as a write;
+nn.Embedding into F.embedding(max_norm=...), which graph.stateful() (now writes_parameters) did not see as a write;
 graph._mutates now counts it, so lowering's runs restore the table.
 """
 
