@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.fx as fx
 
 from fxlower import linear_ops as lo
+from fxlower import scatter_ops as so
 from fxlower.graph import Builder, get_attr, is_param_or_buffer, node_of
 from fxlower.rewrite import Context, Plan, RewritePass, Skip
 
@@ -303,3 +304,22 @@ class ChainMerge(RewritePass):
     def replace(self, node: fx.Node, plan: Plan, b: Builder) -> fx.Node:
         d = plan.data
         return lo.install(b.gm, node, d["x"], d["base"], d["module"], d["nodes"])
+
+
+# ---- the plan of an accumulating scatter (scatter_to_mask_matmul, index_put_to_mask_matmul)
+
+
+def sum_plan(dtype: torch.dtype, k: int, where: str, macs: int, mask: int, v_finite: bool,
+             data: dict[str, Any]) -> Plan:
+    """The Plan of an accumulating scatter (scatter_add, index_put(accumulate=True), ...):
+    `macs` multiply-adds for one one-hot product of `k` writers laid out as `where` says."""
+    if not dtype.is_floating_point:
+        detail = f"sum: one-hot matmul in the integer dtype (exact), {where}"
+    elif k <= so.MAX_UNROLL:
+        detail = f"sum in index order, unrolled over {k} writers (bit-exact), {where}"
+    else:
+        detail = (f"sum: one-hot matmul of {k} writers, {where}; within float rounding, "
+                  "not bit-exact (summation order differs from PyTorch's)")
+        if not v_finite:  # NaN / +inf / -inf counts: a matmul 3x as wide
+            macs *= 4
+    return Plan(detail=detail, macs=macs, mask_elems=mask, data=data)

@@ -65,7 +65,7 @@ from fxlower.graph import Builder, node_of
 from fxlower.kernels import Tensor
 from fxlower.rewrite import Context, Plan, RewritePass, Skip
 
-from ._common import known_finite
+from ._common import known_finite, sum_plan
 
 _MASK = (torch.bool, torch.uint8)
 
@@ -184,7 +184,7 @@ class IndexPutToMaskMatmul(RewritePass):
             macs += 0 if data["v_finite"] else macs // 8
             return Plan(detail=f"last writer wins: ReduceMax + one-hot matmul, {where}",
                         macs=macs, mask_elems=mask, data=data)
-        return so.sum_plan(sx.dtype, k, where, pre * n * k * post, mask,
+        return sum_plan(sx.dtype, k, where, pre * n * k * post, mask,
                            data["v_finite"], data)
 
     def replace(self, node: fx.Node, plan: Plan, b: Builder) -> fx.Node:

@@ -59,7 +59,7 @@ from fxlower.graph import Builder, node_of
 from fxlower.kernels import Tensor
 from fxlower.rewrite import Context, Plan, RewritePass, Skip
 
-from ._common import broadcast_core, known_finite
+from ._common import broadcast_core, known_finite, sum_plan
 
 
 class ScatterToMaskMatmul(RewritePass):
@@ -135,7 +135,7 @@ class ScatterToMaskMatmul(RewritePass):
             kind = "ReduceMax + one-hot matmul" if tensor_src else "ReduceMax + Where"
             return Plan(detail=f"last writer wins: {kind}, {shape}", macs=macs,
                         mask_elems=mask, data=data)
-        return so.sum_plan(sx.dtype, k, shape, bsz * n * k * rsz, mask,
+        return sum_plan(sx.dtype, k, shape, bsz * n * k * rsz, mask,
                            data["v_finite"], data)
 
     def replace(self, node: fx.Node, plan: Plan, b: Builder) -> fx.Node:

@@ -74,7 +74,6 @@ import torch.fx as fx
 
 from . import kernels
 from .graph import op_name
-from .rewrite import Plan
 
 aten = torch.ops.aten
 Tensor = Any  # a torch.Tensor or an fx Proxy standing for one
@@ -551,22 +550,6 @@ MASK_OPS: frozenset[str] = frozenset({
     "Sub", "Transpose", "Unsqueeze", "Where",
 })
 SLICE_OPS: frozenset[str] = frozenset({"Concat", "Reshape", "Slice"})
-
-
-def sum_plan(dtype: torch.dtype, k: int, where: str, macs: int, mask: int, v_finite: bool,
-             data: dict[str, Any]) -> Plan:
-    """The Plan of an accumulating scatter (scatter_add, index_put(accumulate=True), ...):
-    `macs` multiply-adds for one one-hot product of `k` writers laid out as `where` says."""
-    if not dtype.is_floating_point:
-        detail = f"sum: one-hot matmul in the integer dtype (exact), {where}"
-    elif k <= MAX_UNROLL:
-        detail = f"sum in index order, unrolled over {k} writers (bit-exact), {where}"
-    else:
-        detail = (f"sum: one-hot matmul of {k} writers, {where}; within float rounding, "
-                  "not bit-exact (summation order differs from PyTorch's)")
-        if not v_finite:  # NaN / +inf / -inf counts: a matmul 3x as wide
-            macs *= 4
-    return Plan(detail=detail, macs=macs, mask_elems=mask, data=data)
 
 
 def target_problem(target: Any, ops: frozenset[str], int64_indices: bool) -> str | None:
