@@ -23,12 +23,13 @@ test: $(STAMP)
 	$(PY) -m pytest -q tests
 
 bench: $(STAMP)
-	$(PY) -m fxlower.bench
+	$(PY) benchmarks/bench.py
 
 # Differential fuzzing of every pass (issue 8): 10,000 random cases against eager PyTorch
 # (and onnxruntime every 100th); shrunk failures are written to tests/regressions/.
+# The fuzzer is a development tool in tools/fuzz/, not part of the installed package.
 fuzz: $(STAMP)
-	$(PY) -m fxlower.fuzz --cases 10000
+	$(PY) -m tools.fuzz --cases 10000
 
 # Every model of the corpus (models/corpus/, real transformers architectures) lowered,
 # exported, checked and run in onnxruntime against its plain export; the table goes to
@@ -37,8 +38,9 @@ corpus: $(STAMP)
 	$(PY) tools/corpus.py
 
 lint: $(STAMP)
-	$(PY) -m ruff check src passes tests models tools
+	$(PY) -m ruff check src passes tests models tools benchmarks
 	$(PY) -m mypy  # strict on src/fxlower and passes: see [tool.mypy] in pyproject.toml
+	MYPYPATH=src:. $(PY) -m mypy --explicit-package-bases tools/fuzz benchmarks  # the dev tools, as strictly
 
 clean:
 	rm -rf build dist .pytest_cache .hypothesis

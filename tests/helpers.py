@@ -11,7 +11,7 @@ from torch.utils import _pytree as pytree
 import fxlower
 from fxlower.census import census
 from fxlower.check import DEFAULT_FORBIDDEN
-from fxlower.fuzz import same  # bit-level equality: one definition, shared with the fuzzer
+from fxlower.testing import same  # bit-level equality: one definition, shared with the fuzzer
 
 
 def assert_same_outputs(x: Any, y: Any) -> None:

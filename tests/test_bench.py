@@ -1,9 +1,10 @@
-"""`python -m fxlower.bench --quick`: the smoke run of the benchmark suite (issue 7).
+"""`python benchmarks/bench.py --quick`: the smoke run of the benchmark suite (issue 7).
 
 Asserts on the numbers the run produces (every workload has a row with numeric, positive
 latencies and ratios consistent with them; the machine, the matmul peak, memory, the
 lowering-time comparison and the target table are there), never on timing thresholds:
-speed goals live in `make bench`, not in tests.
+speed goals live in `make bench`, not in tests. The suite is a development tool beside the
+package (benchmarks/): the repository root goes on sys.path.
 """
 
 from __future__ import annotations
@@ -18,16 +19,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from fxlower import bench
-
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import bench  # noqa: E402
+
 NUM = r"[0-9]+(?:\.[0-9]+)?"
 
 
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict, subprocess.CompletedProcess]:
     out = tmp_path_factory.mktemp("bench") / "bench.md"
-    res = subprocess.run([sys.executable, "-m", "fxlower.bench", "--quick", "--out", str(out)],
+    res = subprocess.run([sys.executable, "benchmarks/bench.py", "--quick", "--out", str(out)],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     return out.read_text(), json.loads(out.with_suffix(".json").read_text()), res
@@ -104,6 +108,7 @@ def test_quick_machine_peak_memory_and_lowering_time(quick) -> None:
     assert re.search(r"cores: \S+ physical, \d+ logical", md)
     lowering = re.search(rf"ratio \*\*({NUM})×\*\* \(target ≤ 2×: (PASS|MISS)\)", md)
     assert lowering and float(lowering.group(1)) > 0
+    assert "## Lowering in fresh processes" in md
     assert re.search(rf"Without verification \(`verify=False`, a second run\): {NUM} s", md)
     # memory: each ONNX session in its own process; a session costs something
     for r in data["rows"]:
@@ -116,6 +121,26 @@ def test_quick_machine_peak_memory_and_lowering_time(quick) -> None:
     for key in ("kernel GFLOP/s", "same-shape dense GFLOP/s", "intensity flop/B"):
         assert re.fullmatch(NUM, emb[key]), (key, emb)
     assert "## Method" in md and "clear_refs" in md
+
+
+def test_quick_lowering_in_fresh_processes(quick) -> None:
+    """Lowering against torch.export and lowering's peak memory, each in its own process:
+    numbers for both models, and their targets in the table."""
+    md, data, _ = quick
+    models = data["lowering"]["models"]
+    assert set(models) == set(bench.LOWERING_MODELS)
+    for name, m in models.items():
+        assert "error" not in m, (name, m)
+        assert m["lower_s"] > 0 and m["export_s"] > 0, m
+        assert m["ratio"] == pytest.approx(m["lower_s"] / m["export_s"])
+        assert m["param_mib"] > 0 and m["lower_peak_x"] is not None and m["lower_peak_x"] >= 0, m
+        for run in m["runs"]["lower"] + m["runs"]["export"]:
+            assert run["peak_sampled_mb"] is not None, run  # the sampling thread ran
+    whats = [t["what"] for t in data["targets"]]
+    assert whats.count("peak memory during lower / parameter bytes") == 2
+    assert any(w.startswith("fxlower.lower / torch.export time") for w in whats)
+    rows = table(md, "Lowering in fresh processes")
+    assert len([k for k in rows if k != "model"]) == 2, rows
 
 
 def test_mask_matmul_nodes_found_in_lowered_onnx(tmp_path: Path) -> None:

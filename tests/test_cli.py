@@ -243,6 +243,10 @@ def test_non_editable_install_ships_the_passes_and_console_script(tmp_path: Path
     assert r.returncode == 0, r.stderr
     assert (target / "fxlower" / "passes" / "gather_to_mask_matmul.py").is_file()
     assert (target / "fxlower" / "passes" / "__init__.py").is_file()
+    # development tools live beside the package (tools/fuzz, benchmarks), not in it; a stale
+    # build/lib from before they moved would still ship them: `make clean`
+    for tool in ("fuzz.py", "bench.py"):
+        assert not (target / "fxlower" / tool).exists(), tool
     for name in ("generic", "rknn2", "kneron", "ethos-u55", "tidl"):
         assert (target / "fxlower" / "profiles" / f"{name}.json").is_file(), name
     env = dict(os.environ, PYTHONPATH=str(target))
@@ -264,6 +268,15 @@ def test_non_editable_install_ships_the_passes_and_console_script(tmp_path: Path
     r = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True,
                        env=env, cwd=tmp_path, timeout=120)
     assert r.returncode == 0 and "check" in r.stdout
+
+
+def test_demo_outside_a_checkout_is_a_usage_error(tmp_path: Path) -> None:
+    """The demo lowers the repository's models/ zoo, which is not installed: elsewhere it
+    says so, exit status 2, no traceback."""
+    r = run("demo", cwd=tmp_path)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "fxlower demo: error:" in r.stderr and "checkout" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr, r.stderr
 
 
 def test_zoo_spec_from_the_repository_root(tmp_path: Path) -> None:

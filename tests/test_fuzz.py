@@ -5,7 +5,8 @@ within a first-order rounding bound of a float64 run for the merges, and the mer
 in float64), some through onnxruntime. Every case must end as "rewritten and equal" or
 "refused with a reason"; every registered pass must be applied at least once.
 
-Bugs the fuzzer found that are not fixed yet are listed in fxlower.fuzz.KNOWN_BUGS, each
+The fuzzer is a development tool in tools/fuzz/ (not installed): the repository root goes
+on sys.path. Bugs it found that are not fixed yet are listed in tools.fuzz.fuzz.KNOWN_BUGS, each
 with its strict-xfail regression test in tests/regressions/: a failure matching one of them
 is counted as that bug, any other fails the test. When a bug is fixed its regression test
 starts passing (strict xfail: the suite fails) and its entry goes with the xfail mark.
@@ -13,12 +14,17 @@ starts passing (strict xfail: the suite fails) and its entry goes with the xfail
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
-from fxlower.passes import PASSES
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
-from fxlower import fuzz
+from fxlower.passes import PASSES  # noqa: E402
+
+from tools.fuzz import fuzz, oracle  # noqa: E402
 
 CASES = 400
 SEED = 2024
@@ -67,7 +73,8 @@ def test_a_failure_is_shrunk_and_written_as_a_standalone_test(tmp_path, monkeypa
             out.kind, out.message = "different", "planted: output 0: 1 of 2 elements differ"
         return out
 
-    monkeypatch.setattr(fuzz, "evaluate", planted)
+    monkeypatch.setattr(fuzz, "evaluate", planted)  # what the fuzzer calls
+    monkeypatch.setattr(oracle, "evaluate", planted)  # what the written test imports
     part = fuzz.run_chunk("gather", 40, seed=3, shrink_seconds=60)
     (f,) = [f for f in part["failures"] if f["message"].startswith("planted")]
     assert f["kind"] == "different"

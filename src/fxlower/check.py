@@ -13,7 +13,8 @@ It never runs ``onnx.checker``, shape inference or the model, and :func:`check_f
 resolves external data: a tensor stored in an external file is never opened, whatever its
 ``location`` says.
 
-Op names given to ``forbid``/``allow`` are matched as follows (see :func:`parse_op_name`):
+Op names given to ``forbid``/``allow`` are matched as follows (the grammar and the matcher are in
+:mod:`fxlower.opnames`; :func:`parse_op_name` and :func:`parse_op_list` are re-exported here):
 
 * ``"Gather"`` (a plain name) matches a node of op_type ``Gather`` in *any* domain
   (``""``, ``"ai.onnx"``, ``"com.microsoft"``, ...), so a custom-domain copy of a forbidden op
@@ -49,16 +50,21 @@ import stat
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import onnx
 from google.protobuf.message import Error as ProtobufError
 from onnx import AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto
 
 from fxlower.errors import OnnxCheckError
-
-if TYPE_CHECKING:
-    from fxlower.targets import Target
+from fxlower.opnames import (
+    DEFAULT_DOMAINS,
+    DEFAULT_FORBIDDEN,
+    Matcher,
+    norm_domain,
+    parse_op_list,
+    parse_op_name,
+)
+from fxlower.targets import Target, get_target
 
 __all__ = [
     "DEFAULT_FORBIDDEN",
@@ -72,16 +78,8 @@ __all__ = [
     "parse_op_name",
 ]
 
-DEFAULT_FORBIDDEN: frozenset[str] = frozenset(
-    {"Gather", "GatherElements", "GatherND", "Scatter", "ScatterElements", "ScatterND"}
-)
-"""Op types :func:`check_model` forbids when neither ``target`` nor ``forbid`` is given: the
-Gather family and the Scatter family (what the ``generic`` target profile forbids)."""
-
 MAX_SUBGRAPH_DEPTH = 64
 """Subgraphs nested deeper than this make :func:`check_model` raise :class:`OnnxCheckError`."""
-
-_DEFAULT_DOMAINS = frozenset({"", "ai.onnx"})
 
 REASON_FORBIDDEN = "forbidden"
 REASON_NOT_ALLOWED = "not in allow list"
@@ -201,68 +199,6 @@ class CheckResult:
 
 
 # ---------------------------------------------------------------------------------------------
-# op-name parsing and matching
-
-
-def parse_op_name(name: str) -> tuple[str | None, str]:
-    """Parse ``"Op"`` into ``(None, "Op")`` and ``"domain::Op"`` into ``(domain, "Op")``.
-
-    Blanks around the name and its parts are stripped; ``"ai.onnx"`` becomes ``""``.  Raises
-    ``ValueError`` for an empty name or an empty op part (``"com.microsoft::"``).
-    """
-    text = name.strip()
-    if not text:
-        raise ValueError("empty op name")
-    if "::" not in text:
-        return None, text
-    domain, _, op_type = text.rpartition("::")
-    domain, op_type = domain.strip(), op_type.strip()
-    if not op_type:
-        raise ValueError(f"empty op type in op name {name!r}")
-    return _norm_domain(domain), op_type
-
-
-def parse_op_list(text: str) -> frozenset[str]:
-    """Parse a CLI value like ``"Gather, GatherND,com.microsoft::GatherBlockQuantized"``.
-
-    Returns the names, stripped of blanks (``domain::Op`` names are kept as written apart from
-    the blanks).  Raises ``ValueError`` if any name is empty (``"Gather,,GatherND"``, ``""``).
-    """
-    names = []
-    for part in text.split(","):
-        domain, op_type = parse_op_name(part)  # raises ValueError on an empty name
-        names.append(op_type if domain is None else f"{domain}::{op_type}")
-    return frozenset(names)
-
-
-@dataclass(frozen=True)
-class _Matcher:
-    plain: frozenset[str]
-    qualified: frozenset[tuple[str, str]]
-
-    @classmethod
-    def build(cls, names: Iterable[str] | str) -> _Matcher:
-        if isinstance(names, str):
-            names = parse_op_list(names)
-        plain: set[str] = set()
-        qualified: set[tuple[str, str]] = set()
-        for name in names:
-            if not isinstance(name, str):
-                raise TypeError(f"op names must be str, got {type(name).__name__}: {name!r}")
-            domain, op_type = parse_op_name(name)
-            if domain is None:
-                plain.add(op_type)
-            else:
-                qualified.add((domain, op_type))
-        return cls(frozenset(plain), frozenset(qualified))
-
-    def matches(self, domain: str, op_type: str, *, calls_function: bool) -> bool:
-        if (_norm_domain(domain), op_type) in self.qualified:
-            return True
-        return not calls_function and op_type in self.plain
-
-
-# ---------------------------------------------------------------------------------------------
 # the walk
 
 
@@ -304,11 +240,11 @@ def check_model(
     if not isinstance(model, ModelProto):
         raise TypeError(f"check_model expects an onnx.ModelProto, got {type(model).__name__}")
     resolved = _resolve_target(target, forbid=forbid, allow=allow)
-    forbidden: _Matcher = resolved._forbid_matcher
-    allowed: _Matcher | None = resolved._allow_matcher
+    forbidden: Matcher = resolved._forbid_matcher
+    allowed: Matcher | None = resolved._allow_matcher
 
     functions = {
-        (_norm_domain(_text(f.domain)), _text(f.name), _text(getattr(f, "overload", "")))
+        (norm_domain(_text(f.domain)), _text(f.name), _text(getattr(f, "overload", "")))
         for f in model.functions
     }
     counts: Counter[str] = Counter()
@@ -319,8 +255,8 @@ def check_model(
         n_nodes += 1
         domain, op_type = _text(node.domain), _text(node.op_type)
         counts[_qualified(domain, op_type)] += 1
-        calls_function = _norm_domain(domain) != "" and (
-            (_norm_domain(domain), op_type, _text(getattr(node, "overload", ""))) in functions
+        calls_function = norm_domain(domain) != "" and (
+            (norm_domain(domain), op_type, _text(getattr(node, "overload", ""))) in functions
         )
         if forbidden.matches(domain, op_type, calls_function=calls_function):
             reason = REASON_FORBIDDEN
@@ -350,8 +286,6 @@ def _resolve_target(
     allow: Iterable[str] | str | None,
 ) -> Target:
     """The one Target whose lists :func:`check_model` matches (see its docstring)."""
-    from fxlower.targets import Target, get_target
-
     if target is None:
         if forbid is None and allow is None:
             return get_target(None)
@@ -452,7 +386,7 @@ def _tensor_uses(model: ModelProto) -> dict[str, list[tuple[str, str, int]]]:
     """
     uses: dict[str, list[tuple[str, str, int]]] = {}
     for node, _ in _iter_model_nodes(model):
-        domain, op_type = _norm_domain(_text(node.domain)), _text(node.op_type)
+        domain, op_type = norm_domain(_text(node.domain)), _text(node.op_type)
         for i, name in enumerate(node.input):
             if name:
                 uses.setdefault(_text(name), []).append((domain, op_type, i))
@@ -497,7 +431,7 @@ def _int64_in_graph(
     constants = {_text(t.name) for t in graph.initializer} - inputs
     constants |= {
         _text(n.output[0]) for n in graph.node
-        if _norm_domain(_text(n.domain)) == "" and _text(n.op_type) == "Constant" and n.output
+        if norm_domain(_text(n.domain)) == "" and _text(n.op_type) == "Constant" and n.output
     }
     scope = _Int64Scope(where, uses, found, constants=constants)
     kind = "graph" if main else "subgraph"
@@ -562,7 +496,7 @@ class _Int64Scope:
                 if out:
                     self.producers[out] = (op_type, domain, name)
             first = outputs[0] if outputs else ""
-            standard = _norm_domain(domain) == ""
+            standard = norm_domain(domain) == ""
             for attr in node.attribute:
                 attr_name = _text(attr.name)
                 if standard and attr_name == _DTYPE_ATTRS.get(op_type) and attr.i == _INT64:
@@ -601,7 +535,7 @@ class _Int64Scope:
             or any(_type_has_int64(t) for t in types)
         ):
             return
-        standard = _norm_domain(domain) == ""
+        standard = norm_domain(domain) == ""
         if standard and op_type in ("Constant", "ConstantOfShape") and output:
             # the value is the output tensor's; a Constant's output is a constant
             self.report(output, how, op_type, domain, node_name, constant=op_type == "Constant")
@@ -636,12 +570,8 @@ def _type_has_int64(tp: onnx.TypeProto, depth: int = 0) -> bool:
 # helpers
 
 
-def _norm_domain(domain: str) -> str:
-    return "" if domain in _DEFAULT_DOMAINS else domain
-
-
 def _qualified(domain: str, op_type: str, *, keep_default: bool = False) -> str:
-    if not keep_default and domain in _DEFAULT_DOMAINS:
+    if not keep_default and domain in DEFAULT_DOMAINS:
         return op_type
     return f"{domain}::{op_type}"
 

@@ -4,7 +4,7 @@
     fxlower targets                       the target profiles: source, date, what each forbids
     fxlower lower SPEC -o OUT.onnx        SPEC = path/to/file.py:factory | package.module:factory
     fxlower report SPEC                   what would be rewritten, what not and why
-    fxlower demo                          lower the bundled models, print the report table
+    fxlower demo                          in a checkout: lower the zoo (models/), print a table
 
 A factory takes no arguments and returns (model, example_inputs).
 Exit codes: 0 ok, 1 forbidden ops / lowering or verification failed, 2 bad usage or input.
@@ -13,9 +13,6 @@ Exit codes: 0 ok, 1 forbidden ops / lowering or verification failed, 2 bad usage
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
-import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -23,46 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from .errors import FxlowerError
+from .spec import load_spec
 
-
-def load_spec(spec: str) -> tuple[Any, tuple[Any, ...]]:
-    """Call the factory named by `path/to/file.py:name` or `package.module:name`."""
-    if ":" not in spec:
-        raise FxlowerError(f"'{spec}' is not a factory spec: use path/to/file.py:factory "
-                           "or package.module:factory")
-    where, name = spec.rsplit(":", 1)
-    if where.endswith(".py"):
-        path = Path(where)
-        if not path.is_file():
-            raise FxlowerError(f"{where}: no such file")
-        root = str(path.resolve().parent)
-        # let a file inside a package (models/mae.py) import its siblings
-        for p in (root, str(path.resolve().parent.parent)):
-            if p not in sys.path:
-                sys.path.insert(0, p)
-        modname = "_fxlower_spec_" + "".join(c if c.isalnum() else "_" for c in str(path))
-        s = importlib.util.spec_from_file_location(modname, path)
-        if s is None or s.loader is None:
-            raise FxlowerError(f"{where}: cannot be imported")
-        module = importlib.util.module_from_spec(s)
-        sys.modules[modname] = module
-        s.loader.exec_module(module)
-    else:
-        if os.getcwd() not in sys.path:
-            sys.path.insert(0, os.getcwd())
-        module = importlib.import_module(where)
-    factory = getattr(module, name, None)
-    if not callable(factory):
-        raise FxlowerError(f"{spec}: '{name}' is not a function in {where}")
-    out = factory()
-    if not (isinstance(out, tuple) and len(out) == 2):
-        raise FxlowerError(f"{spec}: the factory must return (model, example_inputs)")
-    model, inputs = out
-    return model, inputs if isinstance(inputs, tuple) else (inputs,)
+__all__ = ["build_parser", "load_spec", "main"]
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from .check import check_file, parse_op_list
+    from .check import check_file
+    from .opnames import parse_op_list
     from .targets import get_target
 
     try:
@@ -178,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "the rows as inputs (written beside OUT.onnx as OUT.host.onnx)")
         s.set_defaults(func=func)
 
-    d = sub.add_parser("demo", help="lower the bundled models and print the report table")
+    d = sub.add_parser("demo", help="in a checkout: lower the zoo's models (models/) and print "
+                       "the report table")
     d.add_argument("models", nargs="*", help="zoo names (default: all small ones)")
     d.add_argument("--out", default="build", help="output folder (default: build)")
     d.add_argument("--full", action="store_true", help="also the full-size BERT-base and ViT-B/16")

@@ -1,5 +1,6 @@
-"""`fxlower demo` / `make demo`: lower every bundled model, write build/<model>.onnx and a
-report table (terminal and build/report.md).
+"""`fxlower demo` / `make demo`: lower every model of the zoo, write build/<model>.onnx and a
+report table (terminal and build/report.md). A checkout command: the zoo is the repository's
+models/ folder, which is not installed with the package; elsewhere it fails with exit status 2.
 
 Per model: Gather-family ONNX nodes before -> after (both files exported in this run),
 each rewrite's count, convolutions merged, max verification error, lowering time, and
@@ -21,24 +22,31 @@ import torch
 
 from .api import export, onnx_export
 from .check import check_file
-from .cli import load_spec
+from .errors import FxlowerError
+from .spec import load_spec
 from .verify import draw_like
 
 GATHER_FAMILY = ("Gather", "GatherElements", "GatherND")
 
 
 def _zoo(full: bool) -> dict[str, str]:
+    """The repository's model zoo (models/ in a checkout: it is not installed with fxlower)."""
     root = Path.cwd()
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
     try:
         import models  # the repository's models/ folder
-    except ImportError as e:
-        raise SystemExit(f"fxlower demo: run it from the repository root ({e})") from e
-    zoo: dict[str, str] = dict(models.ZOO)
-    names = list(models.SMALL)
-    if full:
-        names += [n for n in getattr(models, "FULL", []) if n not in names]
+
+        zoo: dict[str, str] = dict(models.ZOO)
+        names = list(models.SMALL)
+        if full:
+            names += [n for n in getattr(models, "FULL", []) if n not in names]
+    except (ImportError, AttributeError):
+        raise FxlowerError(
+            "the demo lowers the model zoo of a fxlower checkout (its models/ folder, which is "
+            "not installed with the package): run `fxlower demo` or `make demo` from the root "
+            f"of a checkout ({root} has no models/ zoo)"
+        ) from None
     return {n: zoo[n] for n in names}
 
 

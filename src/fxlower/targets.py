@@ -13,7 +13,7 @@ target has int64 tensors, and per-op notes for conditional support ("Gather: sin
 The same :class:`Target` drives ``fxlower.check`` (``check_model(..., target=...)``,
 ``fxlower check --target NAME``): its ``forbid``/``allow`` lists go through the checker's one
 op-name matcher, so ``"Gather"`` matches a node of op type ``Gather`` in any domain and
-``"domain::Op"`` only that domain (see :mod:`fxlower.check`).
+``"domain::Op"`` only that domain (see :mod:`fxlower.opnames`).
 
 Notes are not checked: they record the conditions under which the source supports an op
 (an allowed ``Gather`` may still be limited to single indices).
@@ -29,8 +29,8 @@ from importlib import resources
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from fxlower.check import DEFAULT_FORBIDDEN, _Matcher, parse_op_list, parse_op_name
 from fxlower.errors import LoweringError
+from fxlower.opnames import DEFAULT_FORBIDDEN, Matcher, parse_op_list, parse_op_name
 
 __all__ = [
     "DEFAULT_TARGET",
@@ -54,7 +54,8 @@ _PROFILE_KEYS = frozenset(
 
 
 def _op_names(names: Iterable[str] | str, what: str) -> frozenset[str]:
-    """Normalise op names as :func:`fxlower.check.parse_op_list` does (``ai.onnx::X`` -> ``::X``)."""
+    """Normalise op names as :func:`fxlower.opnames.parse_op_list` does
+    (``ai.onnx::X`` -> ``::X``)."""
     if isinstance(names, str):
         return parse_op_list(names)
     out = []
@@ -93,8 +94,8 @@ class Target:
     notes: Mapping[str, str] = field(default_factory=dict, hash=False, repr=False)
     remarks: tuple[str, ...] = field(default=(), repr=False)
     if TYPE_CHECKING:  # set in __post_init__; declared for the type checker only (not fields)
-        _forbid_matcher: _Matcher = field(init=False, repr=False, compare=False)
-        _allow_matcher: _Matcher | None = field(init=False, repr=False, compare=False)
+        _forbid_matcher: Matcher = field(init=False, repr=False, compare=False)
+        _allow_matcher: Matcher | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -106,12 +107,12 @@ class Target:
             raise TypeError(f"Target int64 must be a bool, got {type(self.int64).__name__}")
         object.__setattr__(self, "notes", MappingProxyType(dict(self.notes)))
         object.__setattr__(self, "remarks", tuple(self.remarks))
-        object.__setattr__(self, "_forbid_matcher", _Matcher.build(self.forbid))
+        object.__setattr__(self, "_forbid_matcher", Matcher.build(self.forbid))
         object.__setattr__(
-            self, "_allow_matcher", None if self.allow is None else _Matcher.build(self.allow)
+            self, "_allow_matcher", None if self.allow is None else Matcher.build(self.allow)
         )
 
-    # -- matching (the checker's matcher; see fxlower.check) ---------------------------------
+    # -- matching (the checker's matcher; see fxlower.opnames) -------------------------------
 
     def forbids(self, op_type: str, domain: str = "") -> bool:
         """True when the op is on the forbid list (``op_type`` may be ``"domain::Op"``)."""

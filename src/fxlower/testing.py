@@ -1,4 +1,5 @@
-"""Test helpers for users of fxlower: assert that an ONNX model holds no forbidden ops.
+"""Test helpers for users of fxlower: assert that an ONNX model holds no forbidden ops, and
+compare tensors bit for bit.
 
 Example, in a pytest test::
 
@@ -8,6 +9,9 @@ Example, in a pytest test::
         path = tmp_path / "model.onnx"
         torch.onnx.export(model, args, path, dynamo=True)
         assert_no_forbidden_ops(path)
+
+``same(a, b)`` is the equality the exact rewrites promise: dtype, shape, NaN places, values
+and the sign of zero.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import os
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+import torch
 from onnx import ModelProto
 
 from fxlower.check import CheckResult, check_file, check_model
@@ -23,7 +28,7 @@ from fxlower.check import CheckResult, check_file, check_model
 if TYPE_CHECKING:
     from fxlower.targets import Target
 
-__all__ = ["assert_no_forbidden_ops"]
+__all__ = ["assert_no_forbidden_ops", "same"]
 
 
 def assert_no_forbidden_ops(
@@ -55,3 +60,15 @@ def assert_no_forbidden_ops(
     if not result.ok:
         raise AssertionError(result.format())
     return result
+
+
+def same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Bit-level equality of values: dtype, shape, NaN places, values, the sign of zero."""
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    if not a.dtype.is_floating_point:
+        return torch.equal(a, b)
+    na, nb = torch.isnan(a), torch.isnan(b)
+    if not torch.equal(na, nb):
+        return False
+    return torch.equal(a[~na], b[~nb]) and torch.equal(torch.signbit(a[~na]), torch.signbit(b[~nb]))

@@ -1,4 +1,4 @@
-"""Found by `python -m fxlower.fuzz` (families scatter and masked_scatter, onnxruntime
+"""Found by `python -m tools.fuzz` (families scatter and masked_scatter, onnxruntime
 check), shrunk: scatter and masked_scatter into bool tensors.
 
 The lowered graphs select bool values with Where, and onnxruntime 1.32 has no Where kernel
@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from fxlower.fuzz import evaluate
+from tools.fuzz.oracle import evaluate
 
 
 class Scatter(nn.Module):

@@ -1,4 +1,4 @@
-"""Found by `python -m fxlower.fuzz` (family conv, bfloat16), then reduced by hand: a conv
+"""Found by `python -m tools.fuzz` (family conv, bfloat16), then reduced by hand: a conv
 chain whose merged conv PyTorch's CPU bfloat16 kernel (oneDNN) gets wrong.
 
 merge_conv_chain merges Conv2d(1, 1, (7, 1), padding=(2, 0)) -> Conv2d(1, 1, (1, 3),

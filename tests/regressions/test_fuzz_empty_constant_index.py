@@ -1,4 +1,4 @@
-"""Found by `python -m fxlower.fuzz` (families index and gather), shrunk: an empty index
+"""Found by `python -m tools.fuzz` (families index and gather), shrunk: an empty index
 known when lowering (a buffer or constant with no elements).
 
 index_to_mask_matmul and gather_to_mask_matmul turn a constant index into runs of slices
@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from fxlower.fuzz import evaluate
+from tools.fuzz.oracle import evaluate
 
 
 class Index(nn.Module):

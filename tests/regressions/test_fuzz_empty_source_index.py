@@ -1,4 +1,4 @@
-"""Found by `python -m fxlower.fuzz` (family index) with size-0 dims, then reduced by hand:
+"""Found by `python -m tools.fuzz` (family index) with size-0 dims, then reduced by hand:
 advanced indexing into a tensor with no elements.
 
 index_to_mask_matmul views the source as [pre, N, post]; with an empty dim after the indexed
@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from fxlower.fuzz import evaluate
+from tools.fuzz.oracle import evaluate
 
 
 class M(nn.Module):

@@ -1,4 +1,4 @@
-"""Found by `python -m fxlower.fuzz` (family index, onnxruntime check), shrunk:
+"""Found by `python -m tools.fuzz` (family index, onnxruntime check), shrunk:
 nn.Embedding with max_norm captured with torch.export, then called with autograd on.
 
 torch.export functionalises the in-place renormalisation into

@@ -1,4 +1,4 @@
-"""Found by `python -m fxlower.fuzz` (family gather, onnxruntime check), shrunk: a float16
+"""Found by `python -m tools.fuzz` (family gather, onnxruntime check), shrunk: a float16
 gather whose index varies along every dim, with assume_finite=True.
 
 gather_to_mask_matmul's elementwise form is `where(idx == n, x, 0).sum(-1).to(float16)`.
@@ -12,7 +12,7 @@ Fixed: the float16 masked sum is taken in float32 (exact: one term) and cast bac
 import torch
 import torch.nn as nn
 
-from fxlower.fuzz import evaluate
+from tools.fuzz.oracle import evaluate
 
 
 class M(nn.Module):

@@ -1,4 +1,4 @@
-"""Found by `python -m fxlower.fuzz` (family gather), shrunk: torch.gather on 0-d tensors.
+"""Found by `python -m tools.fuzz` (family gather), shrunk: torch.gather on 0-d tensors.
 
 fxlower.lower raises IndexError: tuple index out of range in gather_to_mask_matmul's check
 (it indexes the shape of a rank-0 source) instead of lowering the gather or refusing it with
@@ -9,7 +9,7 @@ input index.
 import torch
 import torch.nn as nn
 
-from fxlower.fuzz import evaluate
+from tools.fuzz.oracle import evaluate
 
 
 class M(nn.Module):

@@ -1,4 +1,4 @@
-"""Found by `python -m fxlower.fuzz` (family index), shrunk: nn.Embedding with padding_idx
+"""Found by `python -m tools.fuzz` (family index), shrunk: nn.Embedding with padding_idx
 in eval mode, captured with torch.export, whose table holds a non-finite value.
 
 normalise wrote the table as w - (w - w.detach()) * onehot(padding_idx) (the padding row
@@ -12,7 +12,7 @@ model's training flag); this test failed before it.
 import torch
 import torch.nn as nn
 
-from fxlower.fuzz import evaluate
+from tools.fuzz.oracle import evaluate
 
 inf = float("inf")
 

@@ -1,4 +1,4 @@
-"""Found by `python -m fxlower.fuzz` (family index, onnxruntime check), shrunk:
+"""Found by `python -m tools.fuzz` (family index, onnxruntime check), shrunk:
 F.embedding with max_norm, captured with torch.export.
 
 torch.export splits it into aten.embedding_renorm (the in-place renormalisation of the
@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import fxlower
-from fxlower.fuzz import evaluate
+from tools.fuzz.oracle import evaluate
 
 
 class M(nn.Module):

@@ -1,4 +1,4 @@
-"""Found by `python -m fxlower.fuzz` (families gather and topk, onnxruntime check), shrunk:
+"""Found by `python -m tools.fuzz` (families gather and topk, onnxruntime check), shrunk:
 a gather whose index varies along every dim, on int64 values beyond 2**53.
 
 gather_to_mask_matmul's elementwise form is `where(idx == n, x, 0).sum(-1)`: exact in
@@ -10,7 +10,7 @@ The README promises bit-exactness "for integer sources beyond 2**24 ... through 
 import torch
 import torch.nn as nn
 
-from fxlower.fuzz import evaluate
+from tools.fuzz.oracle import evaluate
 
 
 class M(nn.Module):

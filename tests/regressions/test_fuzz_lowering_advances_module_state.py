@@ -1,4 +1,4 @@
-"""Found by `python -m fxlower.fuzz` (family index), shrunk: nn.Embedding with max_norm in
+"""Found by `python -m tools.fuzz` (family index), shrunk: nn.Embedding with max_norm in
 float16, and then the same effect on a training-mode BatchNorm.
 
 lower() runs the captured graph on the example inputs (the capture check and shape
@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 
 import fxlower
-from fxlower.fuzz import evaluate
+from tools.fuzz.oracle import evaluate
 
 
 def embedding() -> nn.Module:

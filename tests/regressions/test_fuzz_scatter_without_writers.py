@@ -1,4 +1,4 @@
-"""Found by `python -m fxlower.fuzz` (families scatter and index_put), shrunk: scatter-family
+"""Found by `python -m tools.fuzz` (families scatter and index_put), shrunk: scatter-family
 writes with no writer at all (an empty index).
 
 The last-writer-wins formulation takes ReduceMax over the writers (scatter_ops._last_writer,
@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from fxlower.fuzz import evaluate
+from tools.fuzz.oracle import evaluate
 
 
 class Scatter(nn.Module):

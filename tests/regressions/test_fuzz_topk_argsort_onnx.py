@@ -1,4 +1,4 @@
-"""Found by `python -m fxlower.fuzz` (family topk, onnxruntime check), shrunk: a gather at
+"""Found by `python -m tools.fuzz` (family topk, onnxruntime check), shrunk: a gather at
 argsort indices.
 
 topk_gather_to_values writes `torch.sort(x, dim, descending, stable=False)` for
@@ -11,7 +11,7 @@ real-valued input"), so the lowered module no longer exports while the original 
 import torch
 import torch.nn as nn
 
-from fxlower.fuzz import evaluate
+from tools.fuzz.oracle import evaluate
 
 
 class M(nn.Module):
