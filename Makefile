@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.fxlower-installed
 
-.PHONY: demo test bench lint fuzz corpus clean install
+.PHONY: demo test test-slow bench lint fuzz corpus clean install
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,8 +19,17 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m fxlower demo
 
+# Two workers, one file per worker at a time (a file's module fixtures run once, its tests in
+# order); TEST_WORKERS=auto on a bigger machine. The slow tests (the benchmark's smoke run)
+# are `make test-slow`; CI (.ci/run) runs both.
+TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PYTEST) -m "not slow" tests
+
+test-slow: $(STAMP)
+	$(PYTEST) -m slow tests
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py

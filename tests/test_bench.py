@@ -25,6 +25,8 @@ if str(ROOT) not in sys.path:
 
 from benchmarks import bench  # noqa: E402
 
+pytestmark = pytest.mark.slow  # a minute of benchmark runs: `make test-slow` (CI runs it)
+
 NUM = r"[0-9]+(?:\.[0-9]+)?"
 
 

@@ -12,7 +12,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from test_gather_family import CASES
+from test_gather_forms import CASES
 
 import fxlower
 from fxlower.api import onnx_export
@@ -32,7 +32,7 @@ FORBIDDEN_INTRODUCED = {"OneHot", "Range", "ScatterND", "ScatterElements", "Scat
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_lowered_onnx_is_gather_free_and_matches(case: str, tracer: str, tmp_path) -> None:
     if case == "mha" and tracer == "symbolic_trace":
-        pytest.skip("symbolic tracing keeps nn.MultiheadAttention opaque (tested in test_gather_family)")
+        pytest.skip("symbolic tracing keeps nn.MultiheadAttention opaque (tested in test_gather_forms)")
     make_model, make_inputs = CASES[case]
     torch.manual_seed(0)
     model = make_model().eval()

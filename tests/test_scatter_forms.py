@@ -1,12 +1,13 @@
-"""Every scatter-family form: lowered on both capture paths (export only where symbolic
-tracing cannot capture the form), the op gone, outputs bit-exact with non-finite values and
-duplicate indices, the duplicate guarantee against PyTorch's CPU kernels, the ONNX file free
-of Scatter*/Gather*/NonZero/CumSum/Range/OneHot and bit-exact in onnxruntime, and every
-refusal with its reason."""
+"""Every scatter-family form (scatter, scatter_add, index_put, index_add / copy / fill, mask
+writes, masked_scatter, slice and select writes): lowered on both capture paths (export only
+where symbolic tracing cannot capture the form) by whichever passes it needs, the op gone,
+outputs bit-exact with non-finite values and duplicate indices; the duplicate guarantee
+against PyTorch's CPU kernels; every dtype; constant indices; in-place writes that chain
+several passes; the ONNX file free of Scatter*/Gather*/NonZero/CumSum/Range/OneHot and
+bit-exact in onnxruntime. Each pass's own tests (and its refusals) are in tests/passes/."""
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -14,31 +15,17 @@ import onnxruntime as ort
 import pytest
 import torch
 import torch.nn as nn
-from helpers import applied, assert_same_outputs, lower_quiet, nonfinite, same, skipped
+from helpers import applied, assert_same_outputs, lower_quiet, nonfinite, same
+from strategies import randint as _i
+from strategies import randn as _x
+from strategies import scatter_left
+from strategies import source as _source
 
 import fxlower
-from fxlower import scatter_ops
-from fxlower.capture import capture
-from fxlower.census import census
 
-SCATTER_GATHER = frozenset({"ScatterND", "ScatterElements", "Scatter", "Gather",
-                            "GatherElements", "GatherND"})
 FORBID = "Gather,GatherElements,GatherND,ScatterND,ScatterElements,Scatter,NonZero,CumSum,Range,OneHot"
 BOTH = ("symbolic_trace", "export")
 EXPORT = ("export",)
-
-
-def _x(*shape: int, seed: int = 0) -> torch.Tensor:
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
-
-
-def _i(high: int, *shape: int, seed: int = 1, low: int = 0) -> torch.Tensor:
-    return torch.randint(low, high, shape, generator=torch.Generator().manual_seed(seed))
-
-
-def scatter_left(lowered: torch.fx.GraphModule) -> list[str]:
-    """Scatter/gather-family nodes left: the census's view and the scatter view."""
-    return [*census(lowered, SCATTER_GATHER), *scatter_ops.remaining(lowered)]
 
 
 # ---- the forms ------------------------------------------------------------------------
@@ -175,6 +162,8 @@ CASES = {
                                            nonfinite(_x(6, seed=3), 3)),
                      EXPORT, {"slice_scatter_to_concat"}),
 }
+
+
 FORMS = [(c, t) for c in sorted(CASES) for t in CASES[c][2]]
 
 
@@ -206,54 +195,6 @@ def test_form_is_lowered_exactly(case: str, tracer: str) -> None:
     for seed in range(3):
         args = fresh(inputs, seed)
         assert_same_outputs(model(*args), lowered(*args))
-
-
-class Spellings(nn.Module):
-    def forward(self, x, i, s, m):
-        y = x.clone()
-        return (torch.scatter(x, 0, i, s), x.scatter_add(0, i, s),
-                y.scatter_(0, i, 1.0), x.scatter(0, i, s, reduce="multiply"),
-                x.scatter_reduce(0, i, s, "amax", include_self=False),
-                torch.index_put(x, (i[0],), s[0, 0], True), x.index_add(1, i[0], s, alpha=2),
-                torch.index_copy(x, 1, i[0], s), x.index_fill(1, i[0], 3.0),
-                x.masked_scatter(m, s), torch.slice_scatter(x, s[:, :1], 1, 2, 3),
-                torch.select_scatter(x, s[:, 0], 1, 0))
-
-
-@pytest.mark.parametrize("tracer", BOTH)
-def test_every_spelling_has_one_canonical_record(tracer: str) -> None:
-    x, i, s, m = _x(2, 3), torch.tensor([[1, 0, 1], [0, 0, 1]]), _x(2, 3, seed=1), _x(2, 3) > 0
-    gm = capture(Spellings(), (x, i, s, m), tracer).gm
-    ops = [op for n in gm.graph.nodes if (op := scatter_ops.scatter_op(n)) is not None]
-    got = [(op.kind, op.name, op.accumulate, op.reduce, op.include_self) for op in ops]
-    assert got == [
-        ("scatter", "scatter", False, None, True), ("scatter", "scatter_add", True, None, True),
-        ("scatter", "scatter", False, None, True), ("scatter", "scatter", False, "multiply", True),
-        ("scatter", "scatter_reduce", False, "amax", False),
-        ("index_put", "index_put", True, None, True), ("index_put", "index_add", True, None, True),
-        ("index_put", "index_copy", False, None, True),
-        ("index_put", "index_fill", False, None, True),
-        ("masked_scatter", "masked_scatter", False, None, True),
-        ("slice_scatter", "slice_scatter", False, None, True),
-        ("select_scatter", "select_scatter", False, None, True),
-    ]
-    inplace = [op.spelling for op in ops if op.inplace]
-    assert inplace == (["Tensor.scatter_"] if tracer == "symbolic_trace" else [])
-    alpha = [op.alpha for op in ops if op.name == "index_add"]
-    assert alpha == [2]
-    assert [op.src for op in ops if op.name == "index_fill"] == [3.0]
-
-
-def test_broadcast_index_uses_k_by_n_mask_not_k_by_n_by_d() -> None:
-    x, ids, s = nonfinite(_x(5, 8)), _i(5, 7), nonfinite(_x(7, 8, seed=2), 2)
-    lowered = lower_quiet(SegmentSum(), (x, ids, s))
-    rows = applied(lowered, "scatter_to_mask_matmul")
-    assert len(rows) == 2
-    for r in rows:
-        assert "1 x [7 writers -> 5] x 8" in r.detail
-        assert r.mask_elems == 7 * 5
-    assert rows[0].detail.startswith("sum in index order, unrolled over 7 writers (bit-exact)")
-    assert rows[1].detail.startswith("last writer wins: ReduceMax + one-hot matmul")
 
 
 # ---- duplicates: the guarantee, against a reference and against PyTorch ---------------
@@ -328,38 +269,6 @@ def test_half_precision_sums_round_as_pytorch_does(dtype: torch.dtype) -> None:
     assert not torch.equal(once, torch.index_add(x, 1, i, v))
 
 
-def test_many_writers_sum_in_matmul_order_within_rounding() -> None:
-    """More than MAX_UNROLL writers: floats are summed by a matmul (not bit-exact, and the
-    report says so); integers stay exact."""
-
-    class Many(nn.Module):
-        def forward(self, x, i, v, xi, vi):
-            return torch.index_add(x, 0, i, v), torch.index_add(xi, 0, i, vi)
-
-    k = scatter_ops.MAX_UNROLL + 36
-    g = torch.Generator().manual_seed(0)
-    x, v = torch.randn(6, 3, generator=g), torch.randn(k, 3, generator=g) * 1000
-    v[5, 0], v[9, 1], v[11, 1] = float("nan"), float("inf"), float("-inf")
-    xi = torch.randint(-(2**62), 2**62, (6, 3), generator=g)
-    vi = torch.randint(-(2**62), 2**62, (k, 3), generator=g)
-    i = torch.randint(0, 6, (k,), generator=g)
-    lowered = lower_quiet(Many(), (x, i, v, xi, vi), tracer="export")
-    details = [r.detail for r in applied(lowered, "index_put_to_mask_matmul")]
-    assert "not bit-exact" in details[0] and "one-hot matmul" in details[0]
-    assert "integer dtype (exact)" in details[1]
-    assert fxlower.report_of(lowered).verification["bit_exact"] is False  # said, not hidden
-    got, got_i = lowered(x, i, v, xi, vi)
-    want, want_i = Many()(x, i, v, xi, vi)
-    assert torch.equal(got_i, want_i)  # int64 beyond 2**24, wrap-around included
-    assert torch.equal(torch.isnan(got), torch.isnan(want))
-    assert torch.equal(torch.isinf(got), torch.isinf(want))
-    fin = torch.isfinite(want)
-    assert torch.equal(got[~fin & ~torch.isnan(want)], want[~fin & ~torch.isnan(want)])
-    ref64 = torch.index_add(x.double(), 0, i, v.double())
-    err, own = (got - ref64)[fin].abs().max(), (want - ref64)[fin].abs().max()
-    assert err <= max(4 * own, 8 * torch.finfo(torch.float32).eps * ref64[fin].abs().max())
-
-
 # ---- dtypes -----------------------------------------------------------------------------
 
 class AllForms(nn.Module):
@@ -370,17 +279,6 @@ class AllForms(nn.Module):
                 torch.index_add(x, 1, i[:3], src[:4, :3]), torch.index_copy(x, 0, i, src[: i.shape[0]]),
                 x.masked_scatter(m, src), torch.slice_scatter(x, src[:4, :2], 1, 1, 5, 2),
                 x.index_fill(1, i[:2], 3))
-
-
-def _source(shape: tuple[int, ...], dtype: torch.dtype, seed: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    if dtype == torch.bool:
-        return torch.rand(shape, generator=g) > 0.5
-    if dtype == torch.int64:
-        return torch.randint(-(2**62), 2**62, shape, generator=g)
-    if not dtype.is_floating_point:
-        return torch.randint(0, 120, shape, generator=g).to(dtype)
-    return nonfinite(torch.randn(shape, generator=g) * 100, seed).to(dtype)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64,
@@ -417,23 +315,7 @@ def test_constant_index_precomputes_the_masks() -> None:
         assert_same_outputs(Const()(x, v), lowered(x, v))
 
 
-# ---- in-place writes in symbolically traced graphs ----------------------------------------
-
-def test_inplace_write_redirects_later_readers() -> None:
-    class Later(nn.Module):
-        def forward(self, x, i, v):
-            y = x * 1.0
-            y2 = y.index_add_(0, i, v)  # later readers of y must see the write
-            z = y + 1
-            y.index_fill_(1, i[:1], 0.0)  # a chain of in-place writes
-            return y2 * 2, z, y
-
-    x, i, v = nonfinite(_x(4, 3)), torch.tensor([1, 1, 3]), nonfinite(_x(3, 3, seed=1), 1)
-    lowered = lower_quiet(Later(), (x, i, v), tracer="symbolic_trace")
-    assert len(applied(lowered)) == 2
-    assert scatter_left(lowered) == []
-    assert_same_outputs(Later()(x, i, v), lowered(x, i, v))
-
+# ---- in-place writes that chain several passes (symbolically traced graphs) ---------------
 
 def test_inplace_chain_across_passes() -> None:
     """scatter_ (an earlier pass) writes into the result of index_add_ (a later pass): both
@@ -467,130 +349,6 @@ def test_inplace_statement_after_a_gather() -> None:
     assert len(applied(lowered)) == 3
     assert scatter_left(lowered) == []
     assert_same_outputs(Statement()(x, i, v), lowered(x, i, v))
-
-
-# ---- refusals -----------------------------------------------------------------------------
-
-def _reasons(model: nn.Module, inputs: tuple, tracer: str) -> list[str]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        lowered = fxlower.lower(model, inputs, tracer=tracer, on_forbidden="warn", verify=False)
-    return [s.reason for s in skipped(lowered)]
-
-
-@pytest.mark.parametrize("tracer", BOTH)
-@pytest.mark.parametrize("reduce", ["prod", "mean", "amax", "amin"])
-def test_scatter_reduce_other_than_sum_is_refused(reduce: str, tracer: str) -> None:
-    class Reduce(nn.Module):
-        def forward(self, x, i, s):
-            return x.scatter_reduce(1, i, s, reduce)
-
-    reasons = _reasons(Reduce(), (_x(4, 6), _i(4, 3, 5), _x(3, 5)), tracer)
-    assert reasons == [f"reduce='{reduce}' is not lowered: only assignment and sums "
-                       "(scatter_add, reduce='sum' or 'add') are"]
-
-
-def test_scatter_multiply_is_refused() -> None:
-    class Mul(nn.Module):
-        def forward(self, x, i, s):
-            return x.scatter(1, i, s, reduce="multiply")
-
-    for tracer in BOTH:
-        reasons = _reasons(Mul(), (_x(4, 6), _i(4, 3, 5), _x(3, 5)), tracer)
-        assert any(r.startswith("reduce='multiply' is not lowered") for r in reasons)
-
-
-def test_float_alpha_is_refused_integer_alpha_is_exact() -> None:
-    class Alpha(nn.Module):
-        def forward(self, x, i, v, xi, vi):
-            return torch.index_add(x, 0, i, v, alpha=0.5), torch.index_add(xi, 0, i, vi, alpha=3)
-
-    x, v = _x(4, 3), _x(3, 3, seed=1)
-    xi, vi = torch.randint(-100, 100, (4, 3), dtype=torch.int8), torch.randint(-100, 100, (3, 3), dtype=torch.int8)
-    i = torch.tensor([1, 1, 2])
-    for tracer in BOTH:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            lowered = fxlower.lower(Alpha(), (x, i, v, xi, vi), tracer=tracer,
-                                    on_forbidden="warn")
-        assert [s.reason for s in skipped(lowered)] == [
-            "alpha=0.5: PyTorch fuses the multiply into the addition (one rounding), which "
-            "separate ops do not reproduce bit-exactly"]
-        assert len(applied(lowered, "index_put_to_mask_matmul")) == 1
-        assert_same_outputs(Alpha()(x, i, v, xi, vi), lowered(x, i, v, xi, vi))
-
-
-def test_inplace_into_input_or_view_is_refused() -> None:
-    class IntoInput(nn.Module):
-        def forward(self, x, i, v):
-            return x.index_add_(0, i, v) * 1.0
-
-    class IntoView(nn.Module):
-        def forward(self, x, i, v):
-            y = x.clone()
-            w = y[:, :2]
-            out = y.index_add_(0, i, v)
-            return out, w
-
-    class IntoTraceConstant(nn.Module):
-        def forward(self, x, i, v):
-            return torch.zeros(4, 3).index_add_(0, i, v) + x
-
-    class ThroughAnotherInplace(nn.Module):
-        def forward(self, x, i, v):
-            return x.mul_(2).index_add_(0, i, v) * 1.0  # mul_ returns x itself
-
-    x, i, v = _x(4, 3), torch.tensor([1, 1, 2]), _x(3, 3, seed=1)
-    r = _reasons(ThroughAnotherInplace(), (x.clone(), i, v), "symbolic_trace")
-    assert r == ["Tensor.index_add_ writes into 'x' in place, which is an input: the write "
-                 "would be visible outside forward"]
-    r = _reasons(IntoInput(), (x.clone(), i, v), "symbolic_trace")
-    assert r == ["Tensor.index_add_ writes into 'x' in place, which is an input: the write "
-                 "would be visible outside forward"]
-    r = _reasons(IntoView(), (x, i, v), "symbolic_trace")
-    assert r == ["Tensor.index_add_ writes into 'clone' in place, and 'getitem' takes a view "
-                 "of it first, which would see the write"]
-    r = _reasons(IntoTraceConstant(), (x, i, v), "symbolic_trace")
-    assert len(r) == 1 and "computed once at trace time" in r[0] and "tracer='export'" in r[0]
-    # torch.export functionalises all three: they lower there
-    for model in (IntoView(), IntoTraceConstant()):
-        lowered = lower_quiet(model, (x, i, v), tracer="export")
-        assert scatter_left(lowered) == []
-
-
-def test_mask_index_with_many_values_is_refused() -> None:
-    class ManyValues(nn.Module):
-        def forward(self, x, m, v):
-            return x.index_put((m,), v)
-
-    x, m = _x(2, 3), torch.tensor([[True, False, True], [False, True, False]])
-    for tracer in BOTH:
-        assert _reasons(ManyValues(), (x, m, _x(3, seed=1)), tracer) == [
-            "a boolean mask index with a value of 3 elements: where each element lands "
-            "depends on the number of True entries"]
-
-
-def test_masked_scatter_that_broadcasts_x_is_refused() -> None:
-    class Grow(nn.Module):
-        def forward(self, x, m, s):
-            return x.masked_scatter(m, s)
-
-    reasons = _reasons(Grow(), (_x(1, 3), _x(2, 3) > 0, _x(6, seed=1)), "symbolic_trace")
-    assert reasons == ["the mask broadcasts the tensor written into to a larger shape (2, 3)"]
-
-
-def test_dynamic_slice_bounds_are_refused() -> None:
-    class Dyn(nn.Module):
-        def forward(self, x, s, n):
-            return torch.slice_scatter(x, s, 1, n.item(), n.item() + 2)
-
-    x, s, n = _x(3, 6), _x(3, 2, seed=1), torch.tensor(1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        lowered = fxlower.lower(Dyn(), (x, s, n), tracer="symbolic_trace", verify=False,
-                                on_forbidden="warn")
-    assert [r.reason for r in skipped(lowered)] == [
-        "the written slice's bounds are not known when lowering (data-dependent)"]
 
 
 # ---- ONNX round trip: no forbidden op, bit-exact in onnxruntime -------------------------
