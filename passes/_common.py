@@ -28,9 +28,9 @@ from typing import Any, ClassVar
 import torch
 import torch.fx as fx
 
-from fxlower import linear_ops as lo
-from fxlower import scatter_ops as so
 from fxlower.graph import Builder, get_attr, is_param_or_buffer, node_of
+from fxlower.kernels import linear as lo
+from fxlower.kernels import scatter as so
 from fxlower.rewrite import Context, Plan, RewritePass, Skip
 
 FOLDED = "folded"  # Plan.data key of the folded value

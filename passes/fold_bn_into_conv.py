@@ -4,7 +4,7 @@ into that layer's weight and bias.
 Covers `nn.BatchNorm1d/2d/3d`, `F.batch_norm`, `torch.batch_norm`, `aten.batch_norm` and
 the decomposed `aten._native_batch_norm_legit_no_training` (+ getitem 0) after any conv /
 linear spelling (`nn.Conv*d`, `nn.Linear`, `F.conv*d`, `F.linear`, `aten.conv*d`,
-`aten.convolution`, `aten.linear`; see `fxlower.linear_ops`). The result is one new
+`aten.convolution`, `aten.linear`; see `fxlower.kernels.linear`). The result is one new
 `nn.Conv*d` / `nn.Linear` submodule named after both (`conv1__bn1`), which
 merge_conv_chain / merge_linear_chain can then merge further.
 
@@ -37,8 +37,8 @@ from __future__ import annotations
 
 import torch.fx as fx
 
-from fxlower import linear_ops as lo
 from fxlower.graph import Builder
+from fxlower.kernels import linear as lo
 from fxlower.rewrite import Context, Plan, RewritePass, Skip
 
 _LAYERS = ("conv1d", "conv2d", "conv3d", "linear")

@@ -26,7 +26,7 @@ Formulations for an index known when lowering: one shared row set along `dim` be
 Slice + Concat (<= 16 runs) or a precomputed one-hot; otherwise the mask is precomputed as a
 constant. Nothing index-dependent runs at run time.
 
-Numerics: exact for every dtype and value, as in kernels.py (non-finite class codes for
+Numerics: exact for every dtype and value, as in kernels/gather.py (non-finite class codes for
 float sources that may hold NaN/inf/-0.0; integers in their own dtype). Out-of-range
 run-time indices give zeros where torch would raise.
 """
@@ -39,8 +39,8 @@ from typing import Any, cast
 import torch
 import torch.fx as fx
 
-from fxlower import kernels
 from fxlower.graph import Builder, node_of
+from fxlower.kernels import gather as kernels
 from fxlower.normalise import GATHER
 from fxlower.rewrite import Context, Plan, RewritePass, Skip
 

@@ -59,10 +59,10 @@ from typing import Any
 import torch
 import torch.fx as fx
 
-from fxlower import kernels
-from fxlower import scatter_ops as so
 from fxlower.graph import Builder, node_of
 from fxlower.kernels import Tensor
+from fxlower.kernels import gather as kernels
+from fxlower.kernels import scatter as so
 from fxlower.rewrite import Context, Plan, RewritePass, Skip
 
 from ._common import known_finite, sum_plan

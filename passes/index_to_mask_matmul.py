@@ -29,7 +29,7 @@ Formulations:
   comparisons the arithmetic mask relu(1 - |L - n|) (Sub, Abs, Relu; negative indices
   wrapped with Relu arithmetic), exact while N <= 2**24.
 
-Numerics: exact for every dtype and value (see kernels.py): float sources that may hold
+Numerics: exact for every dtype and value (see kernels/gather.py): float sources that may hold
 NaN/inf/-0.0 carry a packed class code (1/8 extra multiply-adds); parameters found finite
 when lowering, integer sources and `assume_finite=True` skip it. Integers are reduced in
 their own dtype. Out-of-range run-time indices give zeros where torch would raise.
@@ -45,8 +45,8 @@ from typing import cast
 import torch
 import torch.fx as fx
 
-from fxlower import kernels
 from fxlower.graph import Builder, node_of
+from fxlower.kernels import gather as kernels
 from fxlower.normalise import INDEX
 from fxlower.rewrite import Context, Plan, RewritePass, Skip
 

@@ -38,9 +38,9 @@ from __future__ import annotations
 import torch
 import torch.fx as fx
 
-from fxlower import kernels
-from fxlower import scatter_ops as so
 from fxlower.graph import Builder, node_of
+from fxlower.kernels import gather as kernels
+from fxlower.kernels import scatter as so
 from fxlower.rewrite import Context, Plan, RewritePass, Skip
 
 from ._common import known_finite

@@ -1,11 +1,11 @@
 """merge_conv_chain: a chain of convolutions with nothing between them becomes one conv.
 
 Covers `nn.Conv1d/2d/3d`, `F.conv1d/2d/3d` with constant weights, `aten.conv*d` and
-`aten.convolution` (torch.export), in any mix (see `fxlower.linear_ops`). BatchNorm between
+`aten.convolution` (torch.export), in any mix (see `fxlower.kernels.linear`). BatchNorm between
 them is folded first by fold_bn_into_conv. The merged layer is a new `nn.Conv*d` submodule
 named after the layers it replaces (`conv1__conv2`).
 
-Algebra (`linear_ops.compose_geom`, `compose_weights`), per spatial dim, for `b(a(x))`:
+Algebra (`kernels.linear.compose_geom`, `compose_weights`), per spatial dim, for `b(a(x))`:
     stride s_a*s_b; dilation D = gcd(s_a*d_b, d_a); kernel (s_a*d_b/D)*(k_b-1) + (d_a/D)*(k_a-1) + 1
     (k_b dilated by s_a); padding s_a*p_b + p_a; groups gcd(g_a, g_b) (depthwise -> pointwise
     becomes dense, depthwise -> depthwise stays depthwise);

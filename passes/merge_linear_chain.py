@@ -1,12 +1,12 @@
 """merge_linear_chain: a chain of linear layers with nothing between them becomes one.
 
 Covers `nn.Linear`, `F.linear` with constant weights and `aten.linear` (torch.export), in any
-mix (see `fxlower.linear_ops`); BatchNorm1d between them is folded first by
+mix (see `fxlower.kernels.linear`); BatchNorm1d between them is folded first by
 fold_bn_into_conv. The merged layer is a new `nn.Linear` named after the layers it replaces
 (`fc1__fc2`).
 
 Algebra: `b(a(x)) = x W_a^T W_b^T + (W_b b_a + b_b)`, so W = W_b W_a, bias = W_b b_a + b_b
-(a linear layer is a conv without spatial dims; `linear_ops.compose_weights`).
+(a linear layer is a conv without spatial dims; `kernels.linear.compose_weights`).
 
 Legality (each a skip reason):
 1. the intermediate tensor has exactly one user, the next linear layer;

@@ -36,12 +36,12 @@ from typing import cast
 import torch
 import torch.fx as fx
 
-from fxlower import scatter_ops as so
 from fxlower.graph import Builder, node_of
 from fxlower.kernels import Tensor
+from fxlower.kernels import scatter as so
+from fxlower.kernels.scatter import dim_of, scatter_op
 from fxlower.normalise import int_value
 from fxlower.rewrite import Context, Plan, RewritePass, Skip
-from fxlower.scatter_ops import dim_of, scatter_op
 
 
 def _static(a: object, none_ok: bool = False) -> int | None | str:

@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 import fxlower
-from fxlower import scatter_ops
 from fxlower.census import census
+from fxlower.kernels import scatter as scatter_ops
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.int64, torch.int32,
           torch.uint8, torch.bool]

@@ -12,7 +12,8 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = {"fxlower": ROOT / "src" / "fxlower", "fxlower.passes": ROOT / "passes"}
+PACKAGES = {"fxlower": ROOT / "src" / "fxlower", "fxlower.passes": ROOT / "passes",
+            "fxlower.kernels": ROOT / "src" / "fxlower" / "kernels"}
 
 
 def modules() -> dict[str, Path]:

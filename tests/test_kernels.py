@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 from strategies import DTYPES
 from strategies import source as _source
 
-from fxlower import kernels
 from fxlower.graph import EagerBuilder
+from fxlower.kernels import gather as kernels
 
 FORMULATIONS = [
     kernels.DEFAULT,

@@ -14,9 +14,9 @@ from strategies import DTYPES
 from strategies import randn as _x
 from strategies import source as _source
 
-from fxlower import scatter_ops
 from fxlower.capture import capture
 from fxlower.graph import EagerBuilder
+from fxlower.kernels import scatter as scatter_ops
 
 BOTH = ("symbolic_trace", "export")
 

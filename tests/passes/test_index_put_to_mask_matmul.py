@@ -22,7 +22,7 @@ from strategies import skip_reasons as _reasons
 from strategies import source as _source
 
 import fxlower
-from fxlower import scatter_ops
+from fxlower.kernels import scatter as scatter_ops
 
 BOTH = ("symbolic_trace", "export")
 TRACERS = ["symbolic_trace", "export"]

@@ -21,9 +21,9 @@ from hypothesis import strategies as st
 from torch.utils import _pytree as pytree
 
 import fxlower
-from fxlower import linear_ops as lo
 from fxlower.api import onnx_export
 from fxlower.errors import VerificationError
+from fxlower.kernels import linear as lo
 
 aten = torch.ops.aten
 TRACERS = ["symbolic_trace", "export"]

@@ -51,7 +51,7 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import graph as g
+from .. import graph as g
 
 aten = torch.ops.aten
 

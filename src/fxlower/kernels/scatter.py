@@ -25,7 +25,7 @@ torch.export functionalises them. A pass may replace an in-place node by a funct
 only when the mutated tensor is private to forward (`inplace_problem`), and then points the
 later readers of that tensor at the new value (`redirect_later_uses`).
 
-## Kernels (plain torch code on proxies or tensors, as in kernels.py)
+## Kernels (plain torch code on proxies or tensors, as in gather.py)
 
 Duplicate indices, the guarantee: an *assignment* (scatter, index_put without accumulate,
 index_copy) writes, at each target, the value from the LAST occurrence in index order (for
@@ -72,8 +72,8 @@ from typing import Any, cast
 import torch
 import torch.fx as fx
 
-from . import kernels
-from .graph import op_name
+from ..graph import op_name
+from . import gather as kernels
 
 aten = torch.ops.aten
 Tensor = Any  # a torch.Tensor or an fx Proxy standing for one
