@@ -37,6 +37,7 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
+from fxlower.census import pooled_sizes
 from fxlower.graph import Builder, arg, get_attr, node_of, op_name
 from fxlower.rewrite import Context, Plan, RewritePass, Skip
 
@@ -75,11 +76,9 @@ class AdaptivePoolToMean(RewritePass):
         if s is None or s.rank < dims:
             return Skip("the input's shape is not known when lowering")
         ins = s.shape[-dims:]
-        outs = list(out) if isinstance(out, (list, tuple)) else [out] * dims
-        if len(outs) != dims or not all(o is None or isinstance(o, int) and o > 0
-                                        for o in outs):
+        sizes = pooled_sizes(s.shape, out, dims)
+        if sizes is None:
             return Skip(f"output size {out!r} is not known when lowering")
-        sizes = tuple(n if o is None else cast(int, o) for n, o in zip(ins, outs, strict=True))
         bad = [(n, o) for n, o in zip(ins, sizes, strict=True) if n % o]
         if bad:
             n, o = bad[0]

@@ -58,22 +58,19 @@ def _family(op_counts: dict[str, int]) -> dict[str, int]:
     return {k: v for k, v in sorted(op_counts.items()) if k in FAMILY}
 
 
-def _ort_runs(model: Any, inputs: tuple[Any, ...], path: str, more: list[Any] | None
-             ) -> tuple[float, float, Any]:
+def _ort_runs(refs: Any, path: str) -> tuple[float, float, Any]:
     """(max abs error, output scale, session) of an ONNX file against the PyTorch model on
-    the example inputs and `more` (the inputs `fxlower.export` verifies on; None: two
-    fresh draws, as fxlower.export makes them)."""
+    `refs` (a fxlower.verify.References: the example inputs and the inputs `fxlower.export`
+    verifies on; the original runs once per input for both files)."""
     import onnxruntime as ort
     import torch
     from torch.utils import _pytree as pytree
 
-    from fxlower.verify import reference, runs_for
-
     sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     names = [i.name for i in sess.get_inputs()]
-    err, scale, skipped = 0.0, 0.0, []
-    for run in runs_for(inputs, more, 0 if more else 2, 1000):
-        ref = reference(model, run, 0, skipped)
+    err, scale = 0.0, 0.0
+    for i, run in enumerate(refs.runs):
+        ref = refs.out(i)[0]
         if ref is None:
             continue
         leaves = [t for t in pytree.tree_leaves(run.inputs) if isinstance(t, torch.Tensor)]
@@ -117,6 +114,7 @@ def run_one(name: str, rounds: int = 20) -> dict[str, Any]:
     import models
     from fxlower.api import onnx_export
     from fxlower.check import check_file
+    from fxlower.verify import References
     from models.corpus import input_draws, load
 
     warnings.simplefilter("ignore")
@@ -148,7 +146,9 @@ def run_one(name: str, rounds: int = 20) -> dict[str, Any]:
         row["plain_s"] = time.perf_counter() - t0
         row["plain_bytes"] = os.path.getsize(plain)
         row["before"] = _family(check_file(plain).op_counts)
-        plain_err, scale, plain_sess = _ort_runs(model, inputs, plain, more)
+        # the runs fxlower.export compares on (same draws), the original run once per input
+        refs = References(model, inputs, draws=2, draw_seed=1000, verify_inputs=more)
+        plain_err, scale, plain_sess = _ort_runs(refs, plain)
         row["plain_ort_err"], row["scale"] = plain_err, scale
         t0 = time.perf_counter()
         try:
@@ -170,7 +170,7 @@ def run_one(name: str, rounds: int = 20) -> dict[str, Any]:
         row["remaining"] = report.remaining
         row["rewrites"] = report.counts()
         row["capture"] = report.capture
-        err, _, low_sess = _ort_runs(model, inputs, low, more)
+        err, _, low_sess = _ort_runs(refs, low)
         row["ort_err"] = err
         if rounds:
             row["plain_ms"], row["ms"] = _latency([plain_sess, low_sess], inputs, rounds)

@@ -18,7 +18,7 @@ import torch
 import torch.fx as fx
 
 from .errors import LoweringError
-from .graph import _mutates, preserved_state, snapshot
+from .graph import _mutates, arg, preserved_state, snapshot
 
 
 @dataclass
@@ -61,13 +61,12 @@ def _copy_instead_of_contiguous(n: fx.Node) -> bool:
     export). A copy in the memory format asked for, `clone(memory_format=...)`, means the
     same values whatever the strides, and exports to nothing (Identity, removed)."""
     if n.op == "call_function" and n.target is torch.ops.aten.contiguous.default:
-        fmt = n.kwargs.get("memory_format", n.args[1] if len(n.args) > 1 else None)
         n.target = torch.ops.aten.clone.default
     elif n.op == "call_method" and n.target == "contiguous":
-        fmt = n.kwargs.get("memory_format", n.args[1] if len(n.args) > 1 else None)
         n.target = "clone"
     else:
         return False
+    fmt = arg(n, 1, "memory_format")
     n.args = n.args[:1]
     n.kwargs = {"memory_format": fmt if fmt is not None else torch.contiguous_format}
     return True
@@ -135,7 +134,8 @@ def _reason(e: BaseException) -> str:
 def capture(
     model: torch.nn.Module, example_inputs: tuple[Any, ...] | None, tracer: str = "auto"
 ) -> Captured:
-    """Trace a snapshot of `model` (graph.snapshot: parameters shared, never copied). Raises LoweringError with each tracer's own reason.
+    """Trace a snapshot of `model` (graph.snapshot: parameters shared, never copied).
+    Raises LoweringError with each tracer's own reason.
 
     tracer: "auto" (symbolic_trace, then torch.export), "symbolic_trace" or "export".
     """

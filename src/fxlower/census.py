@@ -130,22 +130,30 @@ _BY_NAME: dict[str, frozenset[str]] = {
 _POOLS = ("adaptive_avg_pool1d", "adaptive_avg_pool2d")
 
 
+def pooled_sizes(shape: tuple[int, ...] | None, out: object, dims: int
+                 ) -> tuple[int, ...] | None:
+    """The output size of each of the last `dims` dims of `shape` that adaptive pooling to
+    `output_size=out` gives (an int for all, or one per dim, None keeping the input's), or
+    None when a size is not known when lowering."""
+    if shape is None or len(shape) < dims:
+        return None
+    outs = list(out) if isinstance(out, (list, tuple)) else [out] * dims
+    if len(outs) != dims or not all(o is None or isinstance(o, int) and o > 0 for o in outs):
+        return None
+    return tuple(i if o is None else cast(int, o) for i, o in zip(shape[-dims:], outs,
+                                                                  strict=True))
+
+
 def _adaptive_avg_pool(shape: tuple[int, ...] | None, out: object, dims: int) -> frozenset[str]:
     """Adaptive average pooling of the last `dims` dims of `shape` to `out`: the exporter's
     decomposition pools each output window with `index` (GatherND) when a pooled size does
     not divide, and adds `select` (Gather) when the windows vary in length (`in % out != 0`
-    and `out % (in % out) != 0`, torch._decomp's own test). Unknown shapes: assume both."""
-    both = frozenset({_G, _GND})
-    if shape is None or len(shape) < dims:
-        return both
-    sizes = list(out) if isinstance(out, (list, tuple)) else [out] * dims
-    if len(sizes) != dims:
-        return both
+    and `out % (in % out) != 0`, torch._decomp's own test). Unknown sizes: assume both."""
+    sizes = pooled_sizes(shape, out, dims)
+    if shape is None or sizes is None:
+        return frozenset({_G, _GND})
     ops: set[str] = set()
     for i, o in zip(shape[-dims:], sizes, strict=True):
-        o = i if o is None else o
-        if not isinstance(o, int) or o <= 0:
-            return both
         if i % o:
             ops.add(_GND)
             if o % (i % o):
@@ -252,9 +260,9 @@ def _module_rules(node: fx.Node, mod: object) -> frozenset[str]:
     if isinstance(mod, nn.Upsample):
         return _interpolate(shape, mod.size, mod.scale_factor, mod.mode)
     if isinstance(mod, (nn.MaxUnpool1d, nn.MaxUnpool2d, nn.MaxUnpool3d)):
-        return frozenset({"ScatterND"})
+        return _BY_NAME["max_unpool2d"]
     if isinstance(mod, (nn.MultiMarginLoss, nn.MultiLabelMarginLoss)):
-        return frozenset({_GE})
+        return _BY_NAME["multi_margin_loss"]
     return frozenset()
 
 

@@ -115,9 +115,9 @@ def snapshot(model: torch.nn.Module) -> torch.nn.Module:
 
 class preserved_state:
     """Restore a module's buffers, and its parameters when running it could change them
-    (see `writes_parameters`), after the block: in place, same tensor objects. Buffers are always
-    saved (cheap, and a forward may write a cache buffer in any mode); parameters, large,
-    only for modules that write them."""
+    (see `writes_parameters`), after the block: in place, same tensor objects. Buffers are
+    always saved (cheap, and a forward may write a cache buffer in any mode); parameters,
+    large, only for modules that write them."""
 
     def __init__(self, *modules: torch.nn.Module) -> None:
         self.saved: list[list[tuple[torch.Tensor, torch.Tensor]]] = []
