@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fxlower.rewrite import RewritePass
+from fxlower.rewrite import AnyPass
 
 from .adaptive_pool_to_mean import AdaptivePoolToMean
 from .fold_bn_into_conv import FoldBnIntoConv
@@ -20,7 +20,7 @@ from .topk_gather_to_values import TopkGatherToValues
 # Run order: merges of linear layers, pooling the exporter would write through a gather,
 # then the gather family: exact slices and value
 # reuse first, mask products last; then the scatter family, slices first.
-PASSES: list[RewritePass] = [
+PASSES: list[AnyPass] = [
     FoldBnIntoConv(),
     MergeConvChain(),
     MergeLinearChain(),

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 import torch.fx as fx
@@ -33,7 +33,6 @@ from fxlower.kernels import linear as lo
 from fxlower.kernels import scatter as so
 from fxlower.rewrite import Context, Plan, RewritePass, Skip
 
-FOLDED = "folded"  # Plan.data key of the folded value
 MAX_RUNS = 16  # a constant index with at most this many constant-step runs becomes slices
 
 
@@ -68,22 +67,54 @@ def _needs_grad(node: fx.Node, ctx: Context) -> bool:
     return False
 
 
-def fold_lookup(node: fx.Node, ctx: Context, onehot_elems: int) -> Plan | None:
+@dataclass(frozen=True, kw_only=True)
+class Folded(Plan):
+    """The plan of a folded constant lookup: its value, computed by the original op."""
+
+    value: torch.Tensor
+
+
+def fold_lookup(node: fx.Node, ctx: Context, onehot_elems: int) -> Folded | None:
     """A plan that stores the lookup's value as one constant, or None when one of the
     legality conditions above fails (the caller then keeps its precomputed one-hot)."""
-    if not ctx.is_const(node) or _needs_grad(node, ctx):
+    if not ctx.is_const(node) or _needs_grad(node, ctx):  # 1., 2.
         return None
     value = ctx.value(node)
-    if not isinstance(value, torch.Tensor) or value.numel() > onehot_elems:
+    if not isinstance(value, torch.Tensor) or value.numel() > onehot_elems:  # 3.
         return None
-    return Plan(detail=f"constant lookup of a constant source: folded into one constant of "
-                       f"{value.numel():,} values (no one-hot of {onehot_elems:,})",
-                data={FOLDED: value.detach().clone()})
+    return Folded(detail=f"constant lookup of a constant source: folded into one constant of "
+                         f"{value.numel():,} values (no one-hot of {onehot_elems:,})",
+                  value=value.detach().clone())
 
 
-def replace_folded(node: fx.Node, plan: Plan, b: Builder) -> fx.Node:
+def replace_folded(plan: Folded, b: Builder) -> fx.Node:
     """The folded constant, in place of the lookup."""
-    return node_of(b.const(plan.data[FOLDED], f"folded_{node.name}"))
+    return node_of(b.const(plan.value, f"folded_{b.anchor.name}"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class EmptyPlan(Plan):
+    """A lookup whose result is empty: an empty slice of the source, of the result's shape
+    (gather_to_mask_matmul, index_to_mask_matmul)."""
+
+    x: fx.Node
+    shape: tuple[int, ...]  # the (empty) result's
+
+
+def replace_empty(plan: EmptyPlan, b: Builder) -> fx.Node:
+    return node_of(b.proxy(plan.x).reshape(-1)[0:0].reshape(plan.shape))
+
+
+# ---- the bindings of the scatter passes
+
+
+@dataclass(frozen=True)
+class ScatterCall:
+    """A scatter-family op taken apart by `kernels.scatter.scatter_op` (x, the index or
+    mask, the values, accumulate, ...): what the four scatter passes' `match` binds."""
+
+    node: fx.Node
+    op: so.ScatterOp
 
 
 # ---- the broadcast core of an index (gather_to_mask_matmul, scatter_to_mask_matmul)
@@ -139,7 +170,7 @@ def broadcast_core(idx: fx.Node, ctx: Context) -> tuple[fx.Node, tuple[int, ...]
 # ---- chains of linear layers (merge_conv_chain, merge_linear_chain)
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Role:
     kind: str  # "end" (last layer of a merged run), "inner" (merged, not last), "skip"
     reason: str = ""
@@ -259,24 +290,39 @@ def analyse(node: fx.Node, fam: str, mode: str, noun: str) -> _Role:
         f"multiply-adds {unit} instead of {apart:,}: left apart (merge='always' merges it)"))
 
 
-class ChainMerge(RewritePass):
+@dataclass(frozen=True)
+class Chain:
+    """A layer whose input is a layer of its family, and its role in the chain's plan."""
+
+    node: fx.Node
+    role: _Role
+
+
+@dataclass(frozen=True, kw_only=True)
+class MergePlan(Plan):
+    module: torch.nn.Module  # the merged layer, weights formed in float64
+    x: fx.Node  # the input of the run's first layer
+    base: str  # the merged layer's name
+    nodes: tuple[fx.Node, ...]  # the run's layers, first to last
+
+
+class ChainMerge(RewritePass[Chain, MergePlan]):
     """Shared by merge_conv_chain and merge_linear_chain."""
 
     families: ClassVar[tuple[str, ...]] = ()
     noun: ClassVar[str] = ""
 
-    def match(self, node: fx.Node, ctx: Context) -> bool:
+    def match(self, node: fx.Node, ctx: Context) -> Chain | None:
         if ctx.options.merge == "never":
-            return False
+            return None
         fam = lo.family(node)
         if fam not in self.families or lo.family(lo.data_input(node)) != fam:
-            return False
-        return analyse(node, fam, ctx.options.merge, self.noun).kind != "inner"
-
-    def check(self, node: fx.Node, ctx: Context) -> Plan | Skip:
-        fam = lo.family(node)
-        assert fam is not None
+            return None
         role = analyse(node, fam, ctx.options.merge, self.noun)
+        return None if role.kind == "inner" else Chain(node, role)
+
+    def check(self, m: Chain, ctx: Context) -> MergePlan | Skip:
+        role = m.role
         if role.kind != "end":
             return Skip(role.reason)
         run, geoms = role.run, role.geoms
@@ -284,10 +330,10 @@ class ChainMerge(RewritePass):
         b = None if b is None else b.double()
         g = geoms[0]
         for lay, gl in zip(run[1:], geoms[1:], strict=True):
-            m = lo.compose_geom(g, gl, "", "")
-            assert isinstance(m, lo.Geom)
-            w, b = lo.compose_weights(w, b, g, lay.weight, lay.bias, gl, m)
-            g = m
+            merged = lo.compose_geom(g, gl, "", "")
+            assert isinstance(merged, lo.Geom)
+            w, b = lo.compose_weights(w, b, g, lay.weight, lay.bias, gl, merged)
+            g = merged
         if g.bias_zero:
             b = None
             g = replace(g, has_bias=False)
@@ -297,22 +343,22 @@ class ChainMerge(RewritePass):
         detail = (f"merged {len(run)} {self.noun}s ({', '.join(lay.name for lay in run)}) into "
                   f"'{base}' ({g.describe()}): {w_before:,} -> {g.weights:,} weights, "
                   f"MACs {role.macs_chain:,} -> {role.macs_merged:,} {role.unit}")
-        return Plan(detail=detail, macs=max(0, role.macs_merged - role.macs_chain),
-                    data={"module": module, "x": run[0].x, "base": base,
-                          "nodes": [lay.node for lay in run]})
+        return MergePlan(detail=detail, macs=max(0, role.macs_merged - role.macs_chain),
+                         module=module, x=run[0].x, base=base,
+                         nodes=tuple(lay.node for lay in run))
 
-    def replace(self, node: fx.Node, plan: Plan, b: Builder) -> fx.Node:
-        d = plan.data
-        return lo.install(b.gm, node, d["x"], d["base"], d["module"], d["nodes"])
+    def replace(self, plan: MergePlan, b: Builder) -> fx.Node:
+        return lo.install(b.gm, b.anchor, plan.x, plan.base, plan.module, list(plan.nodes))
 
 
 # ---- the plan of an accumulating scatter (scatter_to_mask_matmul, index_put_to_mask_matmul)
 
 
-def sum_plan(dtype: torch.dtype, k: int, where: str, macs: int, mask: int, v_finite: bool,
-             data: dict[str, Any]) -> Plan:
-    """The Plan of an accumulating scatter (scatter_add, index_put(accumulate=True), ...):
-    `macs` multiply-adds for one one-hot product of `k` writers laid out as `where` says."""
+def sum_cost(dtype: torch.dtype, k: int, where: str, macs: int, v_finite: bool
+             ) -> tuple[str, int]:
+    """The report's detail and the multiply-adds of an accumulating scatter (scatter_add,
+    index_put(accumulate=True), ...): `macs` multiply-adds for one one-hot product of `k`
+    writers laid out as `where` says."""
     if not dtype.is_floating_point:
         detail = f"sum: one-hot matmul in the integer dtype (exact), {where}"
     elif k <= so.MAX_UNROLL:
@@ -322,4 +368,4 @@ def sum_plan(dtype: torch.dtype, k: int, where: str, macs: int, mask: int, v_fin
                   "not bit-exact (summation order differs from PyTorch's)")
         if not v_finite:  # NaN / +inf / -inf counts: a matmul 3x as wide
             macs *= 4
-    return Plan(detail=detail, macs=macs, mask_elems=mask, data=data)
+    return detail, macs

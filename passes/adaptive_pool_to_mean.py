@@ -31,7 +31,6 @@ Cost: no multiply-adds, no mask.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import cast
 
 import torch
 import torch.fx as fx
@@ -45,9 +44,20 @@ _NAMES = {"adaptive_avg_pool1d": 1, "adaptive_avg_pool2d": 2, "_adaptive_avg_poo
 
 
 @dataclass(frozen=True)
+class Pool:
+    """An adaptive average pool: `nn.AdaptiveAvgPool1d/2d` or one of the functions."""
+
+    node: fx.Node
+    x: fx.node.Argument  # the pooled input (None when the call has no arguments)
+    dims: int  # pooled dims, the last ones: 1 or 2
+    output_size: object  # as the module or the call gives it
+
+
+@dataclass(frozen=True, kw_only=True)
 class MeanPlan(Plan):
-    dims: int = 1
-    windows: tuple[int, ...] = ()  # the input reshaped: each pooled n as (o, n / o)
+    x: fx.Node
+    dims: int
+    windows: tuple[int, ...]  # the input reshaped: each pooled n as (o, n / o)
 
 
 def _pooled(node: fx.Node, ctx: Context) -> tuple[int, object] | None:
@@ -64,37 +74,40 @@ def _pooled(node: fx.Node, ctx: Context) -> tuple[int, object] | None:
     return _NAMES[op_name(node)], arg(node, 1, "output_size")
 
 
-class AdaptivePoolToMean(RewritePass):
+class AdaptivePoolToMean(RewritePass[Pool, MeanPlan]):
     name = "adaptive_pool_to_mean"
 
-    def match(self, node: fx.Node, ctx: Context) -> bool:
-        return _pooled(node, ctx) is not None
+    def match(self, node: fx.Node, ctx: Context) -> Pool | None:
+        pooled = _pooled(node, ctx)
+        if pooled is None:
+            return None
+        dims, out = pooled
+        return Pool(node, node.args[0] if node.args else None, dims, out)
 
-    def check(self, node: fx.Node, ctx: Context) -> Plan | Skip:
-        dims, out = cast(tuple[int, object], _pooled(node, ctx))
-        s = ctx.spec(node.args[0] if node.args else None)
-        if s is None or s.rank < dims:
+    def check(self, m: Pool, ctx: Context) -> MeanPlan | Skip:
+        dims, out = m.dims, m.output_size
+        s = ctx.spec(m.x)
+        if s is None or s.rank < dims or not isinstance(m.x, fx.Node):  # 1. (no spec: not a node)
             return Skip("the input's shape is not known when lowering")
         ins = s.shape[-dims:]
         sizes = pooled_sizes(s.shape, out, dims)
         if sizes is None:
             return Skip(f"output size {out!r} is not known when lowering")
         bad = [(n, o) for n, o in zip(ins, sizes, strict=True) if n % o]
-        if bad:
+        if bad:  # 2.
             n, o = bad[0]
             return Skip(f"pooled size {n} is not a multiple of output size {o}: the windows "
                         f"vary or overlap (the exporter emits GatherND for them)")
         target = ctx.options.target
-        if target is not None and not target.allows("ReduceMean"):
+        if target is not None and not target.allows("ReduceMean"):  # 3.
             return Skip(f"target '{target.name}' has no ReduceMean")
         split = [d for n, o in zip(ins, sizes, strict=True) for d in (o, n // o)]
         return MeanPlan(detail=f"{tuple(ins)} -> {sizes}: mean over windows of "
                                f"{tuple(n // o for n, o in zip(ins, sizes, strict=True))}",
-                        dims=dims, windows=(*s.shape[:-dims], *split))
+                        x=m.x, dims=dims, windows=(*s.shape[:-dims], *split))
 
-    def replace(self, node: fx.Node, plan: Plan, b: Builder) -> fx.Node:
-        p = cast(MeanPlan, plan)
-        x = b.proxy(cast(fx.Node, node.args[0]))
-        windows = [-1] if p.dims == 1 else [-3, -1]
-        y = torch.ops.aten.mean.dim(torch.ops.aten.reshape.default(x, list(p.windows)), windows)
+    def replace(self, plan: MeanPlan, b: Builder) -> fx.Node:
+        x = b.proxy(plan.x)
+        windows = [-1] if plan.dims == 1 else [-3, -1]
+        y = torch.ops.aten.mean.dim(torch.ops.aten.reshape.default(x, list(plan.windows)), windows)
         return node_of(y)

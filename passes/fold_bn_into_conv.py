@@ -35,6 +35,9 @@ merge="never" disables this pass together with the chain merges.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import torch
 import torch.fx as fx
 
 from fxlower.graph import Builder
@@ -44,47 +47,68 @@ from fxlower.rewrite import Context, Plan, RewritePass, Skip
 _LAYERS = ("conv1d", "conv2d", "conv3d", "linear")
 
 
-class FoldBnIntoConv(RewritePass):
+@dataclass(frozen=True)
+class BnAfterLayer:
+    """A batch norm whose input is a conv or linear node."""
+
+    node: fx.Node
+    layer: fx.Node  # the node the BN normalises (lo.data_input), a conv / linear spelling
+
+
+@dataclass(frozen=True, kw_only=True)
+class FoldPlan(Plan):
+    module: torch.nn.Module  # the layer with the BN folded in, weights formed in float64
+    x: fx.Node  # the layer's input
+    base: str  # the new layer's name
+    layer: fx.Node  # the layer's node, removed
+    out: fx.Node  # the node producing the normalised tensor, whose users move to the new layer
+
+
+class FoldBnIntoConv(RewritePass[BnAfterLayer, FoldPlan]):
     name = "fold_bn_into_conv"
 
-    def match(self, node: fx.Node, ctx: Context) -> bool:
-        return (ctx.options.merge != "never" and lo.family(node) == "bn"
-                and lo.family(lo.data_input(node)) in _LAYERS)
+    def match(self, node: fx.Node, ctx: Context) -> BnAfterLayer | None:
+        if ctx.options.merge == "never" or lo.family(node) != "bn":
+            return None
+        x = lo.data_input(node)
+        if lo.family(x) not in _LAYERS:  # (family is None for a non-node)
+            return None
+        return BnAfterLayer(node, x)
 
-    def check(self, node: fx.Node, ctx: Context) -> Plan | Skip:
-        bn = lo.norm(node)
-        if isinstance(bn, str):
+    def check(self, m: BnAfterLayer, ctx: Context) -> FoldPlan | Skip:
+        bn = lo.norm(m.node)
+        if isinstance(bn, str):  # 3. for the BN's tensors (or the node is no usable BN)
             return Skip(bn)
-        if bn.mean is None or bn.var is None:
+        if bn.mean is None or bn.var is None:  # 1.
             return Skip(f"'{bn.name}' keeps no running statistics (track_running_stats="
                         "False): it normalises with each batch's statistics")
-        if bn.training or bn.batch_stats:
+        if bn.training or bn.batch_stats:  # 1.
             return Skip(f"'{bn.name}' is a BatchNorm in training mode: it normalises with "
                         "each batch's statistics, not a fixed affine map")
-        lay = lo.layer(bn.x)
-        if isinstance(lay, str):
+        lay = lo.layer(m.layer)
+        if isinstance(lay, str):  # 3. for the layer's weight and bias (or no usable layer)
             return Skip(lay)
-        if len(lay.node.users) != 1:
-            others = sorted(f"'{u.name}'" for u in lay.node.users if u is not node)
+        if len(lay.node.users) != 1:  # 2.
+            others = sorted(f"'{u.name}'" for u in lay.node.users if u is not m.node)
             return Skip(f"the output of '{lay.name}' is also used by {', '.join(others)}: "
                         "folding would change what they see")
         if bn.out is None:
             return Skip(f"the normalised output of '{bn.name}' is not used")
-        if bn.out is not node and set(node.users) != {bn.out}:
+        if bn.out is not m.node and set(m.node.users) != {bn.out}:
             return Skip(f"other outputs of '{bn.name}' (batch statistics) are used")
         assert bn.mean is not None
-        if bn.mean.numel() != lay.cout:
+        if bn.mean.numel() != lay.cout:  # 3.
             return Skip(f"'{bn.name}' has {bn.mean.numel()} channels and '{lay.name}' "
                         f"{lay.cout} outputs")
         s = ctx.spec(lay.node)
-        if lay.kind == "linear":
+        if lay.kind == "linear":  # 4.
             if s is None:
                 return Skip(f"shapes unknown: '{bn.name}' normalises the features of "
                             f"'{lay.name}' only for a 2-D output; pass example_inputs")
             if s.rank != 2:
                 return Skip(f"'{bn.name}' normalises dim 1 of the {s.rank}-D output of "
                             f"'{lay.name}', not its features")
-        elif s is not None and s.rank != lay.dims + 2:
+        elif s is not None and s.rank != lay.dims + 2:  # 4.
             return Skip(f"'{lay.name}' runs on an unbatched input: '{bn.name}' would not "
                         "normalise its channels")
         scale, shift = bn.scale_shift()
@@ -96,9 +120,9 @@ class FoldBnIntoConv(RewritePass):
         saved = f", {s.numel:,} fewer multiply-adds per call" if s is not None else ""
         detail = (f"folded {bn.spelling} '{bn.name}' into {lay.spelling} '{lay.name}' as "
                   f"'{base}' ({geom.describe()}): per-channel scale and shift{saved}")
-        return Plan(detail=detail, data={"module": module, "x": lay.x, "base": base,
-                                         "nodes": [lay.node], "out": bn.out})
+        return FoldPlan(detail=detail, module=module, x=lay.x, base=base, layer=lay.node,
+                        out=bn.out)
 
-    def replace(self, node: fx.Node, plan: Plan, b: Builder) -> fx.Node:
-        d = plan.data
-        return lo.install(b.gm, node, d["x"], d["base"], d["module"], d["nodes"], d["out"])
+    def replace(self, plan: FoldPlan, b: Builder) -> fx.Node:
+        return lo.install(b.gm, b.anchor, plan.x, plan.base, plan.module, [plan.layer],
+                          plan.out)

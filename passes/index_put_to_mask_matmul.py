@@ -54,7 +54,7 @@ are compared in int64).
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 import torch.fx as fx
@@ -65,28 +65,85 @@ from fxlower.kernels import gather as kernels
 from fxlower.kernels import scatter as so
 from fxlower.rewrite import Context, Plan, RewritePass, Skip
 
-from ._common import known_finite, sum_plan
+from ._common import ScatterCall, known_finite, sum_cost
 
 _MASK = (torch.bool, torch.uint8)
 
 
-class IndexPutToMaskMatmul(RewritePass):
+@dataclass(frozen=True, kw_only=True)
+class IndexPutPlan(Plan):
+    """What both forms read: the op (x, the values, accumulate, alpha) and the dtypes."""
+
+    op: so.ScatterOp
+    dtype: torch.dtype  # x's (and the values')
+    x_finite: bool  # x holds no NaN/inf/-0.0 (or is not a float)
+    v_finite: bool  # nor do the values
+
+
+@dataclass(frozen=True, kw_only=True)
+class MaskPlan(IndexPutPlan):
+    """A boolean mask index with one value: out = where(mask, v, x) (or x + v)."""
+
+    mask: fx.Node  # the index
+    mask_dtype: torch.dtype  # bool, or uint8 (cast to bool)
+    at: int  # the first dim it indexes
+    shape: tuple[int, ...]  # its shape: x's dims at, at + 1, ...
+    rank: int  # x's
+
+
+@dataclass(frozen=True)
+class Index:
+    """One run-time index tensor, the term wrap(idx) * stride of L."""
+
+    node: fx.Node
+    size: int  # of the dim it indexes (negative indices wrap by it)
+    dtype: torch.dtype  # cast to int64 when another int type
+
+
+@dataclass(frozen=True)
+class RuntimeIndices:
+    """The index tensors L is computed from at run time."""
+
+    indices: tuple[Index, ...]  # one per indexed dim, in order
+    flat: bool  # index_add / index_copy / index_fill: a vector index (reshaped to [K])
+    shape_s: tuple[int, ...]  # S, the shape they broadcast to
+
+
+@dataclass(frozen=True, kw_only=True)
+class RowsPlan(IndexPutPlan):
+    """x viewed as [pre, N, post], the values as [pre, K, post], L[k] in [0, N)."""
+
+    x_shape: tuple[int, ...]
+    pos: tuple[int, ...]  # the indexed dims
+    others: tuple[int, ...]  # the dims not indexed
+    adjacent: bool  # the indexed dims are consecutive (else moved first)
+    n: int  # N, positions in the flattened indexed dims
+    k: int  # K, writers: numel(S)
+    pre: int
+    post: int
+    lin: torch.Tensor | RuntimeIndices  # L: int64 [K] for constant indices
+    result: tuple[int, ...]  # the indexing result's shape, the values broadcast to it
+    aligned: tuple[int, ...]  # the values' shape, aligned to result's rank
+    s_dims: tuple[int, ...]  # the dims of result that are S
+    broadcast_value: bool  # the values are constant along S: one row for every writer
+
+
+class IndexPutToMaskMatmul(RewritePass[ScatterCall, IndexPutPlan]):
     name = "index_put_to_mask_matmul"
 
-    def match(self, node: fx.Node, ctx: Context) -> bool:
+    def match(self, node: fx.Node, ctx: Context) -> ScatterCall | None:
         op = so.scatter_op(node)
-        return op is not None and op.kind == "index_put"
+        return ScatterCall(node, op) if op is not None and op.kind == "index_put" else None
 
-    def check(self, node: fx.Node, ctx: Context) -> Plan | Skip:
+    def check(self, m: ScatterCall, ctx: Context) -> IndexPutPlan | Skip:
         problem_t = so.target_problem(ctx.options.target, so.MASK_OPS, int64_indices=True)
-        if problem_t is not None:
+        if problem_t is not None:  # target legality
             return Skip(problem_t)
-        op = so.scatter_op(node)
-        assert op is not None
+        op = m.op
         sx = ctx.spec(op.x)
         tensor_v = isinstance(op.src, fx.Node)
         sv = ctx.spec(op.src) if tensor_v else None
-        if sx is None or (tensor_v and sv is None):
+        if sx is None or (tensor_v and sv is None):  # 1.
             return Skip("shapes unknown: pass example_inputs so the mask size is static")
         if not tensor_v and not isinstance(op.src, (int, float, bool)):
             return Skip("the written value is neither a tensor nor a number")
@@ -94,42 +151,42 @@ class IndexPutToMaskMatmul(RewritePass):
         pos = [p for p, t in enumerate(indices) if t is not None]
         maybe_specs = [ctx.spec(indices[p]) for p in pos]
         specs = [s for s in maybe_specs if s is not None]
-        if not pos or len(specs) != len(maybe_specs):
+        if not pos or len(specs) != len(maybe_specs):  # 1.
             return Skip("index shapes unknown: pass example_inputs")
         vshape = tuple(sv.shape) if sv is not None else ()
         vnumel = math.prod(vshape)
-        if any(s.dtype in _MASK for s in specs):
+        if any(s.dtype in _MASK for s in specs):  # 2.
             if len(pos) != 1:
                 return Skip("a boolean mask index combined with other indices")
             if vnumel != 1:
                 return Skip(f"a boolean mask index with a value of {vnumel} elements: where "
                             "each element lands depends on the number of True entries")
-        if op.name == "index_add" and op.alpha != 1:
+        if op.name == "index_add" and op.alpha != 1:  # 3.
             if sx.dtype.is_floating_point or not isinstance(op.alpha, int) or isinstance(
                 op.alpha, bool
             ):
                 return Skip(f"alpha={op.alpha!r}: PyTorch fuses the multiply into the addition "
                             "(one rounding), which separate ops do not reproduce bit-exactly")
-        problem = so.inplace_problem(node, op)
-        if problem:
+        problem = so.inplace_problem(m.node, op)
+        if problem:  # 4.
             return Skip(problem)
-        if sv is not None and sv.dtype != sx.dtype:
+        if sv is not None and sv.dtype != sx.dtype:  # 5.
             return Skip(f"the values have dtype {sv.dtype}, the tensor written into {sx.dtype}")
-        data: dict[str, Any] = {"op": op, "pos": pos, "dtype": sx.dtype, "x_shape": sx.shape,
-                                "rank": sx.rank, "x_finite": known_finite(op.x, ctx),
-                                "idx_dtypes": [s.dtype for s in specs]}
+        x_finite = known_finite(op.x, ctx)
         if tensor_v:
-            data["v_finite"] = known_finite(op.src, ctx)
+            v_finite = known_finite(op.src, ctx)
         else:
             v = torch.tensor(op.src, dtype=sx.dtype)
-            data["v_finite"] = not bool(so.is_negzero(v)) if sx.dtype.is_floating_point else True
+            v_finite = not bool(so.is_negzero(v)) if sx.dtype.is_floating_point else True
         if specs[0].dtype in _MASK:
             p, ms = pos[0], specs[0].shape
             if tuple(sx.shape[p:p + len(ms)]) != tuple(ms):
                 return Skip(f"the mask's shape {tuple(ms)} does not match the indexed dims")
-            data.update(mask=True, mask_pos=p, mask_shape=tuple(ms))
             verb = "x + value" if op.accumulate else "the value"
-            return Plan(detail=f"boolean mask index with one value: Where({verb})", data=data)
+            return MaskPlan(detail=f"boolean mask index with one value: Where({verb})", op=op,
+                            dtype=sx.dtype, x_finite=x_finite, v_finite=v_finite,
+                            mask=indices[p], mask_dtype=specs[0].dtype, at=p,
+                            shape=tuple(ms), rank=sx.rank)
 
         flat = op.indices is None  # index_add / index_copy / index_fill: a vector index
         shapes = [(math.prod(s.shape),) if flat else s.shape for s in specs]
@@ -150,7 +207,7 @@ class IndexPutToMaskMatmul(RewritePass):
             pre, post = 1, math.prod(sx.shape[d] for d in others)
             result = shape_s + tuple(sx.shape[d] for d in others)
             s_at = 0
-        try:
+        try:  # 5.
             if tuple(torch.broadcast_shapes(  # type: ignore[no-untyped-call]
                     vshape, result)) != tuple(result):
                 raise RuntimeError
@@ -160,95 +217,102 @@ class IndexPutToMaskMatmul(RewritePass):
         aligned = (1,) * (len(result) - len(vshape)) + vshape
         s_dims = range(s_at, s_at + len(shape_s))
         broadcast_value = all(aligned[i] == 1 for i in s_dims)
-        data.update(flat=flat, sizes=sizes, n=n, k=k, pre=pre, post=post, adjacent=adjacent,
-                    others=others, result=result, aligned=aligned, s_dims=list(s_dims),
-                    broadcast_value=broadcast_value, shape_s=shape_s)
+        lin: torch.Tensor | RuntimeIndices
         if all(ctx.is_const(indices[p]) for p in pos):
             lin = torch.zeros(shape_s, dtype=torch.int64)
             stride = n
             for p, size in zip(pos, sizes, strict=True):
-                v = ctx.value(indices[p]).to(torch.int64)
-                v = v.reshape(-1) if flat else v
-                if bool(((v < -size) | (v >= size)).any()):
+                iv = ctx.value(indices[p]).to(torch.int64)
+                iv = iv.reshape(-1) if flat else iv
+                if bool(((iv < -size) | (iv >= size)).any()):  # 6.
                     return Skip(f"constant index out of range for a dimension of size {size}")
                 stride //= size
-                lin = lin + torch.where(v < 0, v + size, v) * stride
-            data["lin"] = lin.reshape(-1)
-        mask = 0 if "lin" in data else k * n
+                lin = lin + torch.where(iv < 0, iv + size, iv) * stride
+            lin = lin.reshape(-1)
+        else:
+            lin = RuntimeIndices(tuple(Index(indices[p], size, s.dtype)
+                                       for p, size, s in zip(pos, sizes, specs, strict=True)),
+                                 flat, shape_s)
+        mask = 0 if isinstance(lin, torch.Tensor) else k * n
         where = f"[{k} writers -> {n} rows] x {pre} x {post}"
         if not op.accumulate:
             if broadcast_value:
-                return Plan(detail=f"Where over the rows hit, one value for every writer, {where}",
-                            mask_elems=mask, data=data)
-            macs = pre * n * k * post
-            macs += 0 if data["v_finite"] else macs // 8
-            return Plan(detail=f"last writer wins: ReduceMax + one-hot matmul, {where}",
-                        macs=macs, mask_elems=mask, data=data)
-        return sum_plan(sx.dtype, k, where, pre * n * k * post, mask,
-                           data["v_finite"], data)
+                detail, macs = f"Where over the rows hit, one value for every writer, {where}", 0
+            else:
+                macs = pre * n * k * post
+                macs += 0 if v_finite else macs // 8
+                detail = f"last writer wins: ReduceMax + one-hot matmul, {where}"
+        else:
+            detail, macs = sum_cost(sx.dtype, k, where, pre * n * k * post, v_finite)
+        return RowsPlan(detail=detail, macs=macs, mask_elems=mask, op=op, dtype=sx.dtype,
+                        x_finite=x_finite, v_finite=v_finite, x_shape=sx.shape, pos=tuple(pos),
+                        others=tuple(others), adjacent=adjacent, n=n, k=k, pre=pre, post=post,
+                        lin=lin, result=result, aligned=aligned, s_dims=tuple(s_dims),
+                        broadcast_value=broadcast_value)
 
-    def replace(self, node: fx.Node, plan: Plan, b: Builder) -> fx.Node:
-        d = plan.data
-        op: so.ScatterOp = d["op"]
-        dtype = d["dtype"]
+    def replace(self, plan: IndexPutPlan, b: Builder) -> fx.Node:
+        op = plan.op
         x = b.proxy(op.x)
         if isinstance(op.src, fx.Node):
             v = b.proxy(op.src)
         else:
-            v = b.const(torch.tensor(op.src, dtype=dtype), "index_put_value")
-        if d.get("mask"):
-            out = node_of(self._mask(b, op, x, v, d))
+            v = b.const(torch.tensor(op.src, dtype=plan.dtype), "index_put_value")
+        if isinstance(plan, MaskPlan):
+            out = node_of(self._mask(b, plan, x, v))
         else:
-            out = node_of(self._rows(b, op, x, v, d))
-        so.redirect_later_uses(op, node, out)
+            assert isinstance(plan, RowsPlan)
+            out = node_of(self._rows(b, plan, x, v))
+        so.redirect_later_uses(op, b.anchor, out)
         return out
 
     @staticmethod
-    def _mask(b: Builder, op: so.ScatterOp, x: Tensor, v: Tensor, d: dict[str, Any]) -> Tensor:
-        p, ms, rank = d["mask_pos"], d["mask_shape"], d["rank"]
-        m = b.proxy(so.index_list(op, rank)[p])
-        if d["idx_dtypes"][0] != torch.bool:
+    def _mask(b: Builder, plan: MaskPlan, x: Tensor, v: Tensor) -> Tensor:
+        p, ms, rank, dtype = plan.at, plan.shape, plan.rank, plan.dtype
+        m = b.proxy(plan.mask)
+        if plan.mask_dtype != torch.bool:
             m = m.to(torch.bool)
         if rank - p - len(ms):
             m = m.reshape(tuple(ms) + (1,) * (rank - p - len(ms)))
         v = v.reshape(())
-        dtype = d["dtype"]
-        if not op.accumulate:
-            return so.select(m, v, x, dtype, signed=not d["v_finite"])
+        if not plan.op.accumulate:
+            return so.select(m, v, x, dtype, signed=not plan.v_finite)
         if not dtype.is_floating_point:
             wdt = kernels.work_dtype(dtype)
             return torch.where(m, (x.to(wdt) + v.to(wdt)).to(dtype), x)
         acc_dt, step_round = so.accumulate_dtype("index_put", dtype, rank, p)
         return so.unrolled_sum(x, lambda j: m, lambda j: v, 1, dtype, acc_dt, step_round,
-                               signed=not (d["x_finite"] or d["v_finite"]))
+                               signed=not (plan.x_finite or plan.v_finite))
 
     @staticmethod
-    def _rows(b: Builder, op: so.ScatterOp, x: Tensor, v: Tensor, d: dict[str, Any]) -> Tensor:
-        pos, sizes, n, k, pre, post = d["pos"], d["sizes"], d["n"], d["k"], d["pre"], d["post"]
-        rank, dtype = d["rank"], d["dtype"]
-        xp = x if d["adjacent"] else x.permute(*pos, *d["others"])
+    def _lin(b: Builder, ri: RuntimeIndices, n: int) -> Tensor:
+        """L[k] = sum over the indexed dims of wrap(idx[k]) * stride, flattened to [K]."""
+        lin: Tensor | None = None
+        stride = n
+        for ix in ri.indices:
+            i = b.proxy(ix.node)
+            if ix.dtype != torch.int64:
+                i = i.to(torch.int64)
+            if ri.flat:
+                i = i.reshape(-1)
+            stride //= ix.size
+            term = torch.where(i < 0, i + ix.size, i)
+            term = term * stride if stride != 1 else term
+            lin = term if lin is None else lin + term
+        assert lin is not None  # at least one index
+        return lin.expand(ri.shape_s).reshape(-1)
+
+    @classmethod
+    def _rows(cls, b: Builder, plan: RowsPlan, x: Tensor, v: Tensor) -> Tensor:
+        op, pos, others = plan.op, list(plan.pos), list(plan.others)
+        n, k, pre, post = plan.n, plan.k, plan.pre, plan.post
+        rank = len(plan.x_shape)
+        xp = x if plan.adjacent else x.permute(*pos, *others)
         x3 = xp.reshape(pre, n, post)
-        if "lin" in d:
-            lin = d["lin"]
-        else:
-            indices = so.index_list(op, rank)
-            lin = None
-            stride = n
-            for p, size, idt in zip(pos, sizes, d["idx_dtypes"], strict=True):
-                i = b.proxy(indices[p])
-                if idt != torch.int64:
-                    i = i.to(torch.int64)
-                if d["flat"]:
-                    i = i.reshape(-1)
-                stride //= size
-                term = torch.where(i < 0, i + size, i)
-                term = term * stride if stride != 1 else term
-                lin = term if lin is None else lin + term
-            lin = lin.expand(d["shape_s"]).reshape(-1)
-        result, aligned = d["result"], d["aligned"]
-        if d["broadcast_value"]:
-            rest = [aligned[i] for i in range(len(result)) if i not in d["s_dims"]]
-            full = [result[i] for i in range(len(result)) if i not in d["s_dims"]]
+        lin = plan.lin if isinstance(plan.lin, torch.Tensor) else cls._lin(b, plan.lin, n)
+        result, aligned = plan.result, plan.aligned
+        if plan.broadcast_value:
+            rest = [aligned[i] for i in range(len(result)) if i not in plan.s_dims]
+            full = [result[i] for i in range(len(result)) if i not in plan.s_dims]
             vb = v.reshape(rest).expand(full)
             if op.accumulate:  # every writer adds the same row
                 v3 = vb.reshape(pre, 1, post).expand(pre, k, post)
@@ -258,15 +322,15 @@ class IndexPutToMaskMatmul(RewritePass):
             v3 = v.expand(result).reshape(pre, k, post)
         if op.name == "index_add" and op.alpha != 1:
             v3 = v3 * op.alpha
-        r = so.Rows(pre=pre, n=n, post=post, k=k, batched=False, dtype=dtype,
-                    x_finite=d["x_finite"], v_finite=d["v_finite"])
+        r = so.Rows(pre=pre, n=n, post=post, k=k, batched=False, dtype=plan.dtype,
+                    x_finite=plan.x_finite, v_finite=plan.v_finite)
         if op.accumulate:
             name = "index_add" if op.name == "index_add" else "index_put"
             y3 = so.rows_accumulate(b, x3, v3, lin, r, name=name, rank=rank, dim=pos[0])
         else:
-            y3 = so.rows_assign(b, x3, v3, lin, r, broadcast_value=d["broadcast_value"])
-        perm_shape = [d["x_shape"][p] for p in pos] + [d["x_shape"][i] for i in d["others"]]
-        if d["adjacent"]:
-            return y3.reshape(d["x_shape"])
-        order = pos + d["others"]
+            y3 = so.rows_assign(b, x3, v3, lin, r, broadcast_value=plan.broadcast_value)
+        perm_shape = [plan.x_shape[p] for p in pos] + [plan.x_shape[i] for i in others]
+        if plan.adjacent:
+            return y3.reshape(plan.x_shape)
+        order = pos + others
         return y3.reshape(perm_shape).permute(*[order.index(i) for i in range(rank)])

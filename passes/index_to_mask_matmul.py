@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import cast
 
 import torch
@@ -50,27 +51,97 @@ from fxlower.kernels import gather as kernels
 from fxlower.normalise import INDEX
 from fxlower.rewrite import Context, Plan, RewritePass, Skip
 
-from ._common import FOLDED, MAX_RUNS, fold_lookup, known_finite, replace_folded
+from ._common import (
+    MAX_RUNS,
+    EmptyPlan,
+    Folded,
+    fold_lookup,
+    known_finite,
+    replace_empty,
+    replace_folded,
+)
 
 
-class IndexToMaskMatmul(RewritePass):
+@dataclass(frozen=True)
+class Index:
+    """`aten.index.Tensor(x, indices)`, the one spelling normalising leaves."""
+
+    node: fx.Node
+    x: fx.node.Argument
+    indices: tuple[fx.Node | None, ...]  # one per leading dim of x; None: not indexed
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Rows(Plan):
+    """x viewed as [pre, N, post], the indexed dims flattened to N (moved first unless
+    adjacent), and the result's shape."""
+
+    x: fx.Node
+    pos: tuple[int, ...]  # the indexed dims
+    others: tuple[int, ...]  # the other dims
+    adjacent: bool  # the indexed dims are adjacent: no transpose
+    pre: int
+    n: int
+    post: int
+    out_shape: tuple[int, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SlicePlan(_Rows):
+    """A constant index of few runs: Slice + Concat."""
+
+    pieces: tuple[tuple[int, int, int], ...]  # (start, stop, step) runs of the rows
+
+
+@dataclass(frozen=True, kw_only=True)
+class _OneHot(_Rows):
+    """out = onehot(L)[K, N] @ x[pre, N, post] (kernels.take_rows)."""
+
+    k: int  # rows looked up: numel of the broadcast index shape
+    dtype: torch.dtype  # x's
+    known_finite: bool  # x holds no NaN/inf/-0.0 (no class codes)
+    fm: kernels.Formulation
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConstOneHotPlan(_OneHot):
+    """The linear positions known when lowering: a precomputed one-hot."""
+
+    lin: torch.Tensor  # the linear positions L, flat, wrapped into [0, N)
+
+
+@dataclass(frozen=True, kw_only=True)
+class OneHotPlan(_OneHot):
+    """The linear positions computed at run time from the index tensors."""
+
+    indices: tuple[fx.Node, ...]  # the index tensors, one per indexed dim (`pos`)
+    sizes: tuple[int, ...]  # the indexed dims' sizes
+    index_dtypes: tuple[torch.dtype, ...]  # the index tensors' dtypes
+
+
+IndexPlan = Folded | EmptyPlan | SlicePlan | ConstOneHotPlan | OneHotPlan
+
+
+class IndexToMaskMatmul(RewritePass[Index, IndexPlan]):
     name = "index_to_mask_matmul"
 
-    def match(self, node: fx.Node, ctx: Context) -> bool:
-        return node.op == "call_function" and node.target is INDEX
+    def match(self, node: fx.Node, ctx: Context) -> Index | None:
+        if node.op != "call_function" or node.target is not INDEX:
+            return None
+        x, indices = node.args
+        return Index(node, x, tuple(cast("Sequence[fx.Node | None]", indices)))  # aten's list
 
-    def check(self, node: fx.Node, ctx: Context) -> Plan | Skip:
-        x, indices_arg = node.args
-        indices = cast("Sequence[fx.Node | None]", indices_arg)  # aten.index.Tensor's list
+    def check(self, m: Index, ctx: Context) -> IndexPlan | Skip:
+        x, indices = m.x, m.indices
         sx = ctx.spec(x)
-        if not isinstance(x, fx.Node) or sx is None:  # (spec is None for a non-node)
+        if not isinstance(x, fx.Node) or sx is None:  # 1. (spec is None for a non-node)
             return Skip("shapes unknown: pass example_inputs so the mask size is static")
         pos = [p for p, t in enumerate(indices) if t is not None]
         maybe_specs = [ctx.spec(indices[p]) for p in pos]
         specs = [s for s in maybe_specs if s is not None]
-        if len(specs) != len(maybe_specs):
+        if len(specs) != len(maybe_specs):  # 1.
             return Skip("index shapes unknown: pass example_inputs")
-        if any(s.dtype in (torch.bool, torch.uint8) for s in specs):
+        if any(s.dtype in (torch.bool, torch.uint8) for s in specs):  # 2.
             return Skip("boolean mask index: the output shape depends on the data")
         sizes = [sx.shape[p] for p in pos]
         shape_s = tuple(torch.broadcast_shapes(  # type: ignore[no-untyped-call]
@@ -87,38 +158,44 @@ class IndexToMaskMatmul(RewritePass):
             pre, post = 1, math.prod(sx.shape[d] for d in others)
             out_shape = shape_s + tuple(sx.shape[d] for d in others)
         if math.prod(out_shape) == 0:
-            return Plan(detail="empty result: an empty slice", data={"empty": out_shape})
-        data = {"pos": pos, "sizes": sizes, "n": n, "k": k, "pre": pre, "post": post,
-                "adjacent": adjacent, "others": others, "out_shape": out_shape,
-                "dtype": sx.dtype, "known_finite": known_finite(x, ctx)}
+            return EmptyPlan(detail="empty result: an empty slice", x=x, shape=out_shape)
+        finite = known_finite(x, ctx)
         where = f"{k} of {n} rows" + ("" if adjacent else " (indexed dims moved first)")
-        if all(ctx.is_const(indices[p]) for p in pos):
-            lin = self._linear(ctx, [ctx.value(indices[p]) for p in pos], sizes, shape_s)
-            if isinstance(lin, str):
+        index_nodes = tuple(cast(fx.Node, indices[p]) for p in pos)  # `pos` holds the nodes
+        if all(ctx.is_const(i) for i in index_nodes):
+            lin = self._linear(ctx, [ctx.value(i) for i in index_nodes], sizes, shape_s)
+            if isinstance(lin, str):  # 3.
                 return Skip(lin)
             pieces = kernels.runs(lin.tolist())
-            data["lin"] = lin
             if len(pieces) <= MAX_RUNS:
-                data["pieces"] = pieces
-                return Plan(detail=f"constant index: {len(pieces)} slice(s), {where}", data=data)
-            folded = fold_lookup(node, ctx, k * n)
+                return SlicePlan(detail=f"constant index: {len(pieces)} slice(s), {where}",
+                                 x=x, pos=tuple(pos), others=tuple(others), adjacent=adjacent,
+                                 pre=pre, n=n, post=post, out_shape=out_shape,
+                                 pieces=tuple(pieces))
+            folded = fold_lookup(m.node, ctx, k * n)
             if folded is not None:
                 return folded
             macs = pre * k * n * post
-            return Plan(detail=f"constant index: precomputed one-hot matmul, {where}",
-                        macs=macs + (0 if data["known_finite"] else macs // 8), data=data)
-        fm = kernels.choose(ctx.options.target, codes=not data["known_finite"], wrap=True,
+            return ConstOneHotPlan(detail=f"constant index: precomputed one-hot matmul, {where}",
+                                   macs=macs + (0 if finite else macs // 8),
+                                   x=x, pos=tuple(pos), others=tuple(others), adjacent=adjacent,
+                                   pre=pre, n=n, post=post, out_shape=out_shape, k=k,
+                                   dtype=sx.dtype, known_finite=finite, fm=kernels.DEFAULT,
+                                   lin=lin)
+        fm = kernels.choose(ctx.options.target, codes=not finite, wrap=True,
                             elementwise=False, n=n)
-        if isinstance(fm, str):
+        if isinstance(fm, str):  # 4.
             return Skip(fm)
-        data["fm"] = fm
-        data["index_dtypes"] = [s.dtype for s in specs]
         macs = pre * k * n * post
-        code = "" if data["known_finite"] else " + non-finite code path"
+        code = "" if finite else " + non-finite code path"
         code += "" if fm.mask == "compare" else " (arithmetic mask)"
-        return Plan(detail=f"one-hot matmul{code}, {where}",
-                    macs=macs + (0 if data["known_finite"] else macs // 8),
-                    mask_elems=k * n, data=data)
+        return OneHotPlan(detail=f"one-hot matmul{code}, {where}",
+                          macs=macs + (0 if finite else macs // 8), mask_elems=k * n,
+                          x=x, pos=tuple(pos), others=tuple(others), adjacent=adjacent,
+                          pre=pre, n=n, post=post, out_shape=out_shape, k=k,
+                          dtype=sx.dtype, known_finite=finite, fm=fm,
+                          indices=index_nodes, sizes=tuple(sizes),
+                          index_dtypes=tuple(s.dtype for s in specs))
 
     @staticmethod
     def _linear(ctx: Context, values: list[torch.Tensor], sizes: list[int],
@@ -133,39 +210,38 @@ class IndexToMaskMatmul(RewritePass):
             lin = lin + torch.where(v < 0, v + size, v) * stride
         return lin.reshape(-1)
 
-    def replace(self, node: fx.Node, plan: Plan, b: Builder) -> fx.Node:
-        d = plan.data
-        if FOLDED in d:
-            return replace_folded(node, plan, b)
-        if "empty" in d:
-            return node_of(b.proxy(cast(fx.Node, node.args[0])).reshape(-1)[0:0].reshape(d["empty"]))
-        x = b.proxy(cast(fx.Node, node.args[0]))
-        if not d["adjacent"]:
-            x = x.permute(*d["pos"], *d["others"])
-        x3 = x.reshape(d["pre"], d["n"], d["post"])
-        if "pieces" in d:
-            y = kernels.slice_rows(x3, d["pieces"], d["n"])
-            return node_of(y.reshape(d["out_shape"]))
-        if "lin" in d:
-            lin = d["lin"]
+    def replace(self, plan: IndexPlan, b: Builder) -> fx.Node:
+        if isinstance(plan, Folded):
+            return replace_folded(plan, b)
+        if isinstance(plan, EmptyPlan):
+            return replace_empty(plan, b)
+        x = b.proxy(plan.x)
+        if not plan.adjacent:
+            x = x.permute(*plan.pos, *plan.others)
+        x3 = x.reshape(plan.pre, plan.n, plan.post)
+        if isinstance(plan, SlicePlan):
+            y = kernels.slice_rows(x3, list(plan.pieces), plan.n)
+            return node_of(y.reshape(plan.out_shape))
+        if isinstance(plan, ConstOneHotPlan):
+            lin = plan.lin
         else:
-            indices = cast("Sequence[fx.Node]", node.args[1])  # the positions `pos` hold nodes
-            fm = d["fm"]
-            lin = None
-            stride = d["n"]
-            for p, size in zip(d["pos"], d["sizes"], strict=True):
-                i = b.proxy(indices[p])
+            fm = plan.fm
+            run = None
+            stride = plan.n
+            for index, size in zip(plan.indices, plan.sizes, strict=True):
+                i = b.proxy(index)
                 stride //= size
                 term = kernels.wrap_negative(i, size, fm)
                 term = term * stride if stride != 1 else term
-                lin = term if lin is None else lin + term
-            lin = lin.reshape(-1)
+                run = term if run is None else run + term
+            assert run is not None  # at least one index
+            lin = run.reshape(-1)
             if fm.mask == "compare" and fm.index_dtype == torch.int64 and any(
-                dt != torch.int64 for dt in d["index_dtypes"]
+                dt != torch.int64 for dt in plan.index_dtypes
             ):
                 lin = lin.to(torch.int64)
         y = kernels.take_rows(
-            b, x3, lin, pre=d["pre"], n=d["n"], post=d["post"], k=d["k"], batched=False,
-            dtype=d["dtype"], known_finite=d["known_finite"], fm=d.get("fm", kernels.DEFAULT),
+            b, x3, lin, pre=plan.pre, n=plan.n, post=plan.post, k=plan.k, batched=False,
+            dtype=plan.dtype, known_finite=plan.known_finite, fm=plan.fm,
         )
-        return node_of(y.reshape(d["out_shape"]))
+        return node_of(y.reshape(plan.out_shape))

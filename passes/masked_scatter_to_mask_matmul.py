@@ -35,6 +35,8 @@ Target legality: refused, naming the missing ops, when the target lacks any op i
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.fx as fx
 
@@ -43,75 +45,102 @@ from fxlower.kernels import gather as kernels
 from fxlower.kernels import scatter as so
 from fxlower.rewrite import Context, Plan, RewritePass, Skip
 
-from ._common import known_finite
+from ._common import ScatterCall, known_finite
 
 
-class MaskedScatterToMaskMatmul(RewritePass):
+@dataclass(frozen=True)
+class CountedMask:
+    """A constant mask, counted when lowering."""
+
+    value: torch.Tensor  # the mask broadcast to x's shape and flattened: bool [M]
+    pos: torch.Tensor  # its exclusive prefix count: int64 [M]
+
+
+@dataclass(frozen=True)
+class RuntimeMask:
+    """A mask read at run time, counted by triangular matmuls."""
+
+    node: fx.Node
+    shape: tuple[int, ...]  # broadcast to x's shape when smaller
+    dtype: torch.dtype  # cast to bool when another dtype
+
+
+@dataclass(frozen=True, kw_only=True)
+class MaskedScatterPlan(Plan):
+    op: so.ScatterOp
+    mask: CountedMask | RuntimeMask
+    x_shape: tuple[int, ...]
+    m: int  # M, x's elements
+    ns: int  # Ns, source's elements
+    dtype: torch.dtype  # x's (and source's)
+    v_finite: bool  # source holds no NaN/inf/-0.0 (or is not a float)
+
+
+class MaskedScatterToMaskMatmul(RewritePass[ScatterCall, MaskedScatterPlan]):
     name = "masked_scatter_to_mask_matmul"
 
-    def match(self, node: fx.Node, ctx: Context) -> bool:
+    def match(self, node: fx.Node, ctx: Context) -> ScatterCall | None:
         op = so.scatter_op(node)
-        return op is not None and op.kind == "masked_scatter"
+        return ScatterCall(node, op) if op is not None and op.kind == "masked_scatter" else None
 
-    def check(self, node: fx.Node, ctx: Context) -> Plan | Skip:
+    def check(self, m: ScatterCall, ctx: Context) -> MaskedScatterPlan | Skip:
         problem_t = so.target_problem(ctx.options.target, so.MASK_OPS, int64_indices=False)
-        if problem_t is not None:
+        if problem_t is not None:  # target legality
             return Skip(problem_t)
-        op = so.scatter_op(node)
-        assert op is not None
+        op = m.op
         sx, sm, ss = ctx.spec(op.x), ctx.spec(op.mask), ctx.spec(op.src)
-        if sx is None or sm is None or ss is None:
+        if sx is None or sm is None or ss is None:  # 1.
             return Skip("shapes unknown: pass example_inputs so the mask size is static")
         try:
             full = tuple(torch.broadcast_shapes(sx.shape, sm.shape))  # type: ignore[no-untyped-call]
-        except RuntimeError:
+        except RuntimeError:  # 2.
             return Skip("the mask does not broadcast with the tensor written into")
-        if full != tuple(sx.shape):
+        if full != tuple(sx.shape):  # 2.
             return Skip(f"the mask broadcasts the tensor written into to a larger shape {full}")
-        m = sx.numel
-        if m >= so.MAX_PREFIX:
-            return Skip(f"{m} elements: prefix counts in float32 are exact only below 2**24")
-        problem = so.inplace_problem(node, op)
-        if problem:
+        count = sx.numel
+        if count >= so.MAX_PREFIX:  # 3.
+            return Skip(f"{count} elements: prefix counts in float32 are exact only below 2**24")
+        problem = so.inplace_problem(m.node, op)
+        if problem:  # 4.
             return Skip(problem)
-        if ss.dtype != sx.dtype:
+        if ss.dtype != sx.dtype:  # 5.
             return Skip(f"source has dtype {ss.dtype}, the tensor written into {sx.dtype}")
         ns = ss.numel
         v_finite = known_finite(op.src, ctx)
-        data = {"op": op, "m": m, "ns": ns, "x_shape": sx.shape, "mask_shape": sm.shape,
-                "mask_dtype": sm.dtype, "dtype": sx.dtype, "v_finite": v_finite}
-        select = m * ns * (1 if v_finite or not sx.dtype.is_floating_point else 2)
+        select = count * ns * (1 if v_finite or not sx.dtype.is_floating_point else 2)
         if ctx.is_const(op.mask):
             mv = ctx.value(op.mask).to(torch.bool).expand(sx.shape).reshape(-1)
-            data["pos"] = (torch.cumsum(mv.to(torch.int64), 0) - mv.to(torch.int64))
-            data["mask_value"] = mv
-            return Plan(detail=f"constant mask: precomputed one-hot, {m} positions from "
-                        f"{ns} source elements", macs=select, data=data)
-        return Plan(detail=f"prefix count by triangular matmuls + one-hot matmul, {m} positions "
-                    f"from {ns} source elements", macs=so.prefix_cost(m) + select,
-                    mask_elems=m * ns, data=data)
+            pos = torch.cumsum(mv.to(torch.int64), 0) - mv.to(torch.int64)
+            return MaskedScatterPlan(
+                detail=f"constant mask: precomputed one-hot, {count} positions from "
+                       f"{ns} source elements", macs=select,
+                op=op, mask=CountedMask(mv, pos), x_shape=sx.shape, m=count, ns=ns,
+                dtype=sx.dtype, v_finite=v_finite)
+        assert isinstance(op.mask, fx.Node)  # it has a spec
+        return MaskedScatterPlan(
+            detail=f"prefix count by triangular matmuls + one-hot matmul, {count} positions "
+                   f"from {ns} source elements", macs=so.prefix_cost(count) + select,
+            mask_elems=count * ns, op=op, mask=RuntimeMask(op.mask, sm.shape, sm.dtype),
+            x_shape=sx.shape, m=count, ns=ns, dtype=sx.dtype, v_finite=v_finite)
 
-    def replace(self, node: fx.Node, plan: Plan, b: Builder) -> fx.Node:
-        d = plan.data
-        op: so.ScatterOp = d["op"]
-        m, ns, dtype = d["m"], d["ns"], d["dtype"]
+    def replace(self, plan: MaskedScatterPlan, b: Builder) -> fx.Node:
+        op, m, ns, dtype = plan.op, plan.m, plan.ns, plan.dtype
         x = b.proxy(op.x).reshape(m)
-        if "pos" in d:
-            mask = b.const(d["mask_value"], "masked_scatter_mask")
-            pos = d["pos"]
+        if isinstance(plan.mask, CountedMask):
+            mask = b.const(plan.mask.value, "masked_scatter_mask")
+            pos = plan.mask.pos
         else:
-            mask = b.proxy(op.mask)
-            if d["mask_dtype"] != torch.bool:
+            mask = b.proxy(plan.mask.node)
+            if plan.mask.dtype != torch.bool:
                 mask = mask.to(torch.bool)
-            if tuple(d["mask_shape"]) != tuple(d["x_shape"]):
-                mask = mask.expand(d["x_shape"])
+            if tuple(plan.mask.shape) != tuple(plan.x_shape):
+                mask = mask.expand(plan.x_shape)
             mask = mask.reshape(m)
             pos = so.exclusive_prefix_count(b, mask, m).to(torch.int64)
         src = b.proxy(op.src).reshape(1, ns, 1)
         written = kernels.take_rows(b, src, pos, pre=1, n=ns, post=1, k=m, batched=False,
-                                    dtype=dtype, known_finite=d["v_finite"]).reshape(m)
-        out = so.select(mask, written, x, dtype, signed=not d["v_finite"])
-        out_node = node_of(out.reshape(d["x_shape"]))
-        so.redirect_later_uses(op, node, out_node)
+                                    dtype=dtype, known_finite=plan.v_finite).reshape(m)
+        out = so.select(mask, written, x, dtype, signed=not plan.v_finite)
+        out_node = node_of(out.reshape(plan.x_shape))
+        so.redirect_later_uses(op, b.anchor, out_node)
         return out_node
-

@@ -53,11 +53,10 @@ merge="auto".
 from __future__ import annotations
 
 import torch
-import torch.fx as fx
 
-from fxlower.rewrite import Context, Plan, Skip
+from fxlower.rewrite import Context, Skip
 
-from ._common import ChainMerge
+from ._common import Chain, ChainMerge, MergePlan
 
 
 class MergeConvChain(ChainMerge):
@@ -65,9 +64,9 @@ class MergeConvChain(ChainMerge):
     families = ("conv1d", "conv2d", "conv3d")
     noun = "conv"
 
-    def check(self, node: fx.Node, ctx: Context) -> Plan | Skip:
-        plan = super().check(node, ctx)
-        if isinstance(plan, Plan) and plan.data["module"].weight.dtype == torch.bfloat16:
+    def check(self, m: Chain, ctx: Context) -> MergePlan | Skip:
+        plan = super().check(m, ctx)
+        if isinstance(plan, MergePlan) and plan.module.weight.dtype == torch.bfloat16:
             return Skip("bfloat16: PyTorch's CPU bfloat16 convolution (oneDNN, torch 2.13) "
                         "computes some merged kernel shapes wrongly (reads uninitialised "
                         "memory), so conv chains are merged in float32/float16/float64 only")

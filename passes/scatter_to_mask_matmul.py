@@ -49,7 +49,7 @@ are compared in int64).
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 import torch.fx as fx
@@ -59,93 +59,129 @@ from fxlower.kernels import Tensor
 from fxlower.kernels import scatter as so
 from fxlower.rewrite import Context, Plan, RewritePass, Skip
 
-from ._common import broadcast_core, known_finite, sum_plan
+from ._common import ScatterCall, broadcast_core, known_finite, sum_cost
 
 
-class ScatterToMaskMatmul(RewritePass):
+@dataclass(frozen=True)
+class ConstCore:
+    """A constant idx, cut to its core (the broadcast dims kept at size 1)."""
+
+    value: torch.Tensor  # int64, in range
+    shape: tuple[int, ...]  # the core's shape, aligned to idx's rank
+
+
+@dataclass(frozen=True)
+class NodeCore:
+    """The node idx was broadcast from (`broadcast_core`), read at run time."""
+
+    node: fx.Node
+    shape: tuple[int, ...]  # its shape aligned to idx's rank
+    own_shape: tuple[int, ...]  # its own shape (a lower rank needs a reshape)
+    dtype: torch.dtype  # cast to int64 when another int type
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScatterPlan(Plan):
+    """x's region viewed as [B, N, R], src as [B, K, R], idx as [B, K] (module docstring)."""
+
+    op: so.ScatterOp
+    dim: int
+    n: int  # N, x's size along dim
+    k: int  # K, idx's size along dim: the writers
+    x_shape: tuple[int, ...]
+    idx_shape: tuple[int, ...]
+    src_shape: tuple[int, ...] | None  # None for a scalar value
+    dtype: torch.dtype  # x's (and src's)
+    x_finite: bool  # x holds no NaN/inf/-0.0 (or is not a float)
+    v_finite: bool  # nor do the values
+    core: ConstCore | NodeCore  # the index's core
+    bdims: tuple[int, ...]  # batch dims: idx varies along them, flattened to B
+    rdims: tuple[int, ...]  # broadcast dims: idx constant along them, flattened to R
+    bsz: int  # B
+    rsz: int  # R
+
+
+class ScatterToMaskMatmul(RewritePass[ScatterCall, ScatterPlan]):
     name = "scatter_to_mask_matmul"
 
-    def match(self, node: fx.Node, ctx: Context) -> bool:
+    def match(self, node: fx.Node, ctx: Context) -> ScatterCall | None:
         op = so.scatter_op(node)
-        return op is not None and op.kind == "scatter"
+        return ScatterCall(node, op) if op is not None and op.kind == "scatter" else None
 
-    def check(self, node: fx.Node, ctx: Context) -> Plan | Skip:
+    def check(self, m: ScatterCall, ctx: Context) -> ScatterPlan | Skip:
         problem_t = so.target_problem(ctx.options.target, so.MASK_OPS, int64_indices=True)
-        if problem_t is not None:
+        if problem_t is not None:  # target legality
             return Skip(problem_t)
-        op = so.scatter_op(node)
-        assert op is not None
+        op = m.op
         tensor_src = isinstance(op.src, fx.Node)
         sx, si = ctx.spec(op.x), ctx.spec(op.index)
         ss = ctx.spec(op.src) if tensor_src else None
-        if sx is None or si is None or (tensor_src and ss is None):
+        if sx is None or si is None or (tensor_src and ss is None):  # 1.
             return Skip("shapes unknown: pass example_inputs so the mask size is static")
-        if op.reduce is not None:
+        if op.reduce is not None:  # 2.
             return Skip(f"reduce='{op.reduce}' is not lowered: only assignment and sums "
                         "(scatter_add, reduce='sum' or 'add') are")
-        problem = so.inplace_problem(node, op)
-        if problem:
+        problem = so.inplace_problem(m.node, op)
+        if problem:  # 3.
             return Skip(problem)
-        if ss is not None and ss.dtype != sx.dtype:
+        if ss is not None and ss.dtype != sx.dtype:  # 4.
             return Skip(f"src has dtype {ss.dtype}, the tensor written into {sx.dtype}")
         if tensor_src is False and not isinstance(op.src, (int, float, bool)):
             return Skip("the scattered value is neither a tensor nor a number")
-        if si.rank != sx.rank or (ss is not None and ss.rank != sx.rank) or sx.rank == 0:
+        if si.rank != sx.rank or (ss is not None and ss.rank != sx.rank) or sx.rank == 0:  # 4.
             return Skip("index, src and the tensor written into have different ranks (or none)")
         dim = so.dim_of(op.dim, sx.rank)
         n, k = sx.shape[dim], si.shape[dim]
         if any(si.shape[d] > sx.shape[d] for d in range(sx.rank) if d != dim) or (
             ss is not None and any(si.shape[d] > ss.shape[d] for d in range(sx.rank))
-        ):
+        ):  # 5.
             return Skip("the index is larger than the source or the tensor written into")
-        data: dict[str, Any] = {"op": op, "dim": dim, "n": n, "k": k, "x_shape": sx.shape,
-                      "idx_shape": si.shape, "src_shape": ss.shape if ss else None,
-                      "dtype": sx.dtype, "x_finite": known_finite(op.x, ctx)}
+        x_finite = known_finite(op.x, ctx)
         if tensor_src:
-            data["v_finite"] = known_finite(op.src, ctx)
+            v_finite = known_finite(op.src, ctx)
         else:
             v = torch.tensor(op.src, dtype=sx.dtype)
-            data["v_finite"] = not bool(so.is_negzero(v)) if sx.dtype.is_floating_point else True
+            v_finite = not bool(so.is_negzero(v)) if sx.dtype.is_floating_point else True
+        core: ConstCore | NodeCore
         if ctx.is_const(op.index):
             iv = ctx.value(op.index).to(torch.int64)
-            if bool(((iv < 0) | (iv >= n)).any()):
+            if bool(((iv < 0) | (iv >= n)).any()):  # 6.
                 return Skip(f"constant index out of range for a dimension of size {n}")
             core_shape = tuple(
                 1 if d != dim and bool((iv == iv.narrow(d, 0, 1)).all()) else s
                 for d, s in enumerate(si.shape)
             )
-            data["core_value"] = iv[tuple(slice(0, c) for c in core_shape)]
+            core = ConstCore(iv[tuple(slice(0, c) for c in core_shape)], core_shape)
         else:
             core_node, core_shape = broadcast_core(op.index, ctx)
-            data["core_node"] = core_node
             core_spec = ctx.spec(core_node)
             assert core_spec is not None
-            data["core_own_shape"], data["core_dtype"] = core_spec.shape, core_spec.dtype
-        data["core_shape"] = core_shape
-        bdims = [d for d in range(sx.rank) if d != dim and core_shape[d] > 1]
-        rdims = [d for d in range(sx.rank) if d != dim and core_shape[d] == 1]
+            core = NodeCore(core_node, core_shape, core_spec.shape, core_spec.dtype)
+        bdims = tuple(d for d in range(sx.rank) if d != dim and core_shape[d] > 1)
+        rdims = tuple(d for d in range(sx.rank) if d != dim and core_shape[d] == 1)
         bsz = math.prod(si.shape[d] for d in bdims)
         rsz = math.prod(si.shape[d] for d in rdims)
-        data.update(bdims=bdims, rdims=rdims, bsz=bsz, rsz=rsz)
         shape = f"{bsz} x [{k} writers -> {n}] x {rsz}"
-        mask = 0 if "core_value" in data else bsz * k * n
+        mask = 0 if isinstance(core, ConstCore) else bsz * k * n
         if not op.accumulate:
             macs = 0 if not tensor_src else bsz * n * k * rsz
-            macs += 0 if data["v_finite"] or not tensor_src else macs // 8
+            macs += 0 if v_finite or not tensor_src else macs // 8
             kind = "ReduceMax + one-hot matmul" if tensor_src else "ReduceMax + Where"
-            return Plan(detail=f"last writer wins: {kind}, {shape}", macs=macs,
-                        mask_elems=mask, data=data)
-        return sum_plan(sx.dtype, k, shape, bsz * n * k * rsz, mask,
-                           data["v_finite"], data)
+            detail = f"last writer wins: {kind}, {shape}"
+        else:
+            detail, macs = sum_cost(sx.dtype, k, shape, bsz * n * k * rsz, v_finite)
+        return ScatterPlan(detail=detail, macs=macs, mask_elems=mask, op=op, dim=dim, n=n, k=k,
+                           x_shape=sx.shape, idx_shape=si.shape,
+                           src_shape=ss.shape if ss is not None else None, dtype=sx.dtype,
+                           x_finite=x_finite, v_finite=v_finite, core=core, bdims=bdims,
+                           rdims=rdims, bsz=bsz, rsz=rsz)
 
-    def replace(self, node: fx.Node, plan: Plan, b: Builder) -> fx.Node:
-        d = plan.data
-        op: so.ScatterOp = d["op"]
-        dim, n, k, xs, ish = d["dim"], d["n"], d["k"], d["x_shape"], d["idx_shape"]
-        bdims, rdims, bsz, rsz = d["bdims"], d["rdims"], d["bsz"], d["rsz"]
+    def replace(self, plan: ScatterPlan, b: Builder) -> fx.Node:
+        op, dim, n, k, xs, ish = plan.op, plan.dim, plan.n, plan.k, plan.x_shape, plan.idx_shape
+        bsz, rsz = plan.bsz, plan.rsz
         rank = len(xs)
         region = tuple(n if i == dim else ish[i] for i in range(rank))
-        order = bdims + [dim] + rdims
+        order = [*plan.bdims, dim, *plan.rdims]
         identity = order == list(range(rank))
 
         def to3(t: Tensor, mid: int) -> Tensor:
@@ -155,35 +191,37 @@ class ScatterToMaskMatmul(RewritePass):
         x = b.proxy(op.x)
         x3 = to3(so.cut(x, xs, region), n)
         if isinstance(op.src, fx.Node):
-            v3 = to3(so.cut(b.proxy(op.src), d["src_shape"], ish), k)
+            assert plan.src_shape is not None
+            v3 = to3(so.cut(b.proxy(op.src), plan.src_shape, ish), k)
         else:
-            value = torch.tensor(op.src, dtype=d["dtype"])
+            value = torch.tensor(op.src, dtype=plan.dtype)
             v3 = b.const(value.reshape(1, 1, 1) if not op.accumulate
                          else value.expand(bsz, k, rsz).clone(), "scatter_value")
         # the index's core, [B, K] (or [K])
-        core_k = tuple(k if i == dim else c for i, c in enumerate(d["core_shape"]))
-        if "core_value" in d:
-            core = d["core_value"].expand(core_k)
+        c = plan.core
+        core_k = tuple(k if i == dim else s for i, s in enumerate(c.shape))
+        if isinstance(c, ConstCore):
+            core = c.value.expand(core_k)
         else:
-            core = b.proxy(d["core_node"])
-            if tuple(d["core_shape"]) != tuple(d["core_own_shape"]):
-                core = core.reshape(d["core_shape"])
-            if tuple(core_k) != tuple(d["core_shape"]):
+            core = b.proxy(c.node)
+            if tuple(c.shape) != tuple(c.own_shape):
+                core = core.reshape(c.shape)
+            if tuple(core_k) != tuple(c.shape):
                 core = core.expand(core_k)
-            if d["core_dtype"] != torch.int64:
+            if c.dtype != torch.int64:
                 core = core.to(torch.int64)
         core = core if identity else core.permute(*order)
         core = core.reshape(bsz, k) if bsz > 1 else core.reshape(k)
-        r = so.Rows(pre=bsz, n=n, post=rsz, k=k, batched=bsz > 1, dtype=d["dtype"],
-                    x_finite=d["x_finite"], v_finite=d["v_finite"])
+        r = so.Rows(pre=bsz, n=n, post=rsz, k=k, batched=bsz > 1, dtype=plan.dtype,
+                    x_finite=plan.x_finite, v_finite=plan.v_finite)
         if op.accumulate:
             y3 = so.rows_accumulate(b, x3, v3, core, r, name="scatter_add", rank=rank, dim=dim,
                                     include_self=op.include_self)
         else:
             y3 = so.rows_assign(b, x3, v3, core, r, broadcast_value=not isinstance(op.src, fx.Node))
-        y = y3.reshape([ish[i] for i in bdims] + [n] + [ish[i] for i in rdims])
+        y = y3.reshape([ish[i] for i in plan.bdims] + [n] + [ish[i] for i in plan.rdims])
         if not identity:
             y = y.permute(*[order.index(i) for i in range(rank)])
         out = node_of(so.paste(x, y, xs, region))
-        so.redirect_later_uses(op, node, out)
+        so.redirect_later_uses(op, b.anchor, out)
         return out

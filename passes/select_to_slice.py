@@ -18,7 +18,8 @@ Cost: no multiply-adds, no mask.
 from __future__ import annotations
 
 import sys
-from typing import cast
+from dataclasses import dataclass
+from typing import Any, cast
 
 import torch
 import torch.fx as fx
@@ -28,29 +29,46 @@ from fxlower.normalise import SELECT, int_value
 from fxlower.rewrite import Context, Plan, RewritePass, Skip
 
 
-class SelectToSlice(RewritePass):
+@dataclass(frozen=True)
+class Select:
+    """`aten.select.int(x, dim, index)`, the one spelling normalising leaves."""
+
+    node: fx.Node
+    x: fx.Node
+    dim: int
+    index: Any  # an int, or a node computing one
+
+
+@dataclass(frozen=True, kw_only=True)
+class SlicePlan(Plan):
+    x: fx.Node
+    dim: int
+    start: int
+    stop: int  # sys.maxsize for the last element (an end of i + 1 == 0 would be empty)
+
+
+class SelectToSlice(RewritePass[Select, SlicePlan]):
     name = "select_to_slice"
 
-    def match(self, node: fx.Node, ctx: Context) -> bool:
-        return node.op == "call_function" and node.target is SELECT
+    def match(self, node: fx.Node, ctx: Context) -> Select | None:
+        if node.op != "call_function" or node.target is not SELECT:
+            return None
+        x, dim, index = node.args
+        return Select(node, cast(fx.Node, x), cast(int, dim), index)
 
-    def check(self, node: fx.Node, ctx: Context) -> Plan | Skip:
-        _, dim_arg, index = node.args
-        dim = cast(int, dim_arg)  # aten.select.int takes an int dim
-        i = int_value(index)
-        if i is None:
+    def check(self, m: Select, ctx: Context) -> SlicePlan | Skip:
+        i = int_value(m.index)
+        if i is None:  # 1.
             return Skip("the index is not an int known when lowering")
-        s = ctx.spec(node.args[0])
-        if s is not None:
-            n = s.shape[dim]
+        s = ctx.spec(m.x)
+        if s is not None:  # 2.
+            n = s.shape[m.dim]
             if not -n <= i < n:
                 return Skip(f"index {i} is out of range for a dimension of size {n}")
         stop = sys.maxsize if i == -1 else i + 1
-        return Plan(detail=f"slice [{i}:{'' if i == -1 else i + 1}] along dim {dim}",
-                    data={"dim": dim, "start": i, "stop": stop})
+        return SlicePlan(detail=f"slice [{i}:{'' if i == -1 else i + 1}] along dim {m.dim}",
+                         x=m.x, dim=m.dim, start=i, stop=stop)
 
-    def replace(self, node: fx.Node, plan: Plan, b: Builder) -> fx.Node:
-        x = b.proxy(cast(fx.Node, node.args[0]))
-        d = plan.data
-        y = torch.ops.aten.slice.Tensor(x, d["dim"], d["start"], d["stop"])
-        return node_of(torch.ops.aten.squeeze.dim(y, d["dim"]))
+    def replace(self, plan: SlicePlan, b: Builder) -> fx.Node:
+        y = torch.ops.aten.slice.Tensor(b.proxy(plan.x), plan.dim, plan.start, plan.stop)
+        return node_of(torch.ops.aten.squeeze.dim(y, plan.dim))

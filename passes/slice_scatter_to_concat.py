@@ -31,6 +31,7 @@ Target legality: refused, naming the missing ops, when the target lacks any op i
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import cast
 
 import torch
@@ -43,6 +44,8 @@ from fxlower.kernels.scatter import dim_of, scatter_op
 from fxlower.normalise import int_value
 from fxlower.rewrite import Context, Plan, RewritePass, Skip
 
+from ._common import ScatterCall
+
 
 def _static(a: object, none_ok: bool = False) -> int | None | str:
     """An int known when lowering, None for a literal None (when allowed), else "dynamic"."""
@@ -52,58 +55,72 @@ def _static(a: object, none_ok: bool = False) -> int | None | str:
     return "dynamic" if v is None else v
 
 
-class SliceScatterToConcat(RewritePass):
+@dataclass(frozen=True, kw_only=True)
+class ConcatPlan(Plan):
+    """The written positions first, first + step, ..., m of them, along dim (size n in x)."""
+
+    x: fx.Node
+    src: fx.Node
+    shape: tuple[int, ...]  # x's
+    dim: int
+    n: int
+    first: int
+    m: int
+    step: int
+    select: bool  # a select_scatter: src lacks dim
+
+
+class SliceScatterToConcat(RewritePass[ScatterCall, ConcatPlan]):
     name = "slice_scatter_to_concat"
 
-    def match(self, node: fx.Node, ctx: Context) -> bool:
+    def match(self, node: fx.Node, ctx: Context) -> ScatterCall | None:
         op = scatter_op(node)
-        return op is not None and op.kind in ("slice_scatter", "select_scatter")
+        if op is None or op.kind not in ("slice_scatter", "select_scatter"):
+            return None
+        return ScatterCall(node, op)
 
-    def check(self, node: fx.Node, ctx: Context) -> Plan | Skip:
+    def check(self, m: ScatterCall, ctx: Context) -> ConcatPlan | Skip:
         problem_t = so.target_problem(ctx.options.target, so.SLICE_OPS, int64_indices=False)
-        if problem_t is not None:
+        if problem_t is not None:  # target legality
             return Skip(problem_t)
-        op = scatter_op(node)
-        assert op is not None
+        op = m.op
         sx, ss = ctx.spec(op.x), ctx.spec(op.src)
-        if sx is None or ss is None:
+        if sx is None or ss is None:  # 1.
             return Skip("shapes unknown: pass example_inputs so the slice bounds are static")
+        assert isinstance(op.src, fx.Node)  # it has a spec
         bounds = [_static(op.dim)]
         if op.kind == "select_scatter":
             bounds.append(_static(op.index))
         else:
             bounds += [_static(op.start, True), _static(op.end, True), _static(op.step)]
-        if "dynamic" in bounds:
+        if "dynamic" in bounds:  # 2.
             return Skip("the written slice's bounds are not known when lowering (data-dependent)")
         known = cast("list[int | None]", bounds)  # no "dynamic" left
         dim = dim_of(known[0], sx.rank)
         n = sx.shape[dim]
         if op.kind == "select_scatter":
             i = int(cast(int, known[1])) % n  # _static without none_ok: an int
-            first, m, step = i, 1, 1
+            first, count, step = i, 1, 1
             want = sx.shape[:dim] + sx.shape[dim + 1:]
         else:
             rng = range(n)[slice(known[1], known[2], known[3])]
-            first, m, step = (rng.start, len(rng), rng.step) if len(rng) else (0, 0, 1)
-            want = sx.shape[:dim] + (m,) + sx.shape[dim + 1:]
-        if ss.dtype != sx.dtype:
+            first, count, step = (rng.start, len(rng), rng.step) if len(rng) else (0, 0, 1)
+            want = sx.shape[:dim] + (count,) + sx.shape[dim + 1:]
+        if ss.dtype != sx.dtype:  # 3.
             return Skip(f"src has dtype {ss.dtype}, the tensor written into {sx.dtype}")
-        if tuple(ss.shape) != tuple(want):
+        if tuple(ss.shape) != tuple(want):  # 3.
             return Skip(f"src has shape {tuple(ss.shape)}, the written slice {tuple(want)}")
-        what = "select" if op.kind == "select_scatter" else f"{m} of {n} (step {step})"
-        return Plan(detail=f"Slice + Concat: {what} along dim {dim}",
-                    data={"shape": tuple(sx.shape), "dim": dim, "n": n, "first": first, "m": m, "step": step,
-                          "select": op.kind == "select_scatter"})
+        what = "select" if op.kind == "select_scatter" else f"{count} of {n} (step {step})"
+        return ConcatPlan(detail=f"Slice + Concat: {what} along dim {dim}", x=op.x, src=op.src,
+                          shape=tuple(sx.shape), dim=dim, n=n, first=first, m=count, step=step,
+                          select=op.kind == "select_scatter")
 
-    def replace(self, node: fx.Node, plan: Plan, b: Builder) -> fx.Node:
-        op = scatter_op(node)
-        assert op is not None
-        d = plan.data
-        dim, n, first, m, step = d["dim"], d["n"], d["first"], d["m"], d["step"]
-        x, src = b.proxy(op.x), b.proxy(op.src)
+    def replace(self, plan: ConcatPlan, b: Builder) -> fx.Node:
+        dim, n, first, m, step = plan.dim, plan.n, plan.first, plan.m, plan.step
+        x, src = b.proxy(plan.x), b.proxy(plan.src)
         if m == 0:
             return node_of(x)  # an empty slice writes nothing
-        if d["select"]:
+        if plan.select:
             src = src.unsqueeze(dim)
 
         def along(t: Tensor, a: int, z: int | None) -> Tensor:
@@ -115,7 +132,7 @@ class SliceScatterToConcat(RewritePass):
             pieces.append(src)
         else:
             if m > 1:
-                shape = list(d["shape"])
+                shape = list(plan.shape)
                 group = shape[:dim] + [m - 1, step] + shape[dim + 1:]
                 flat = shape[:dim] + [(m - 1) * step] + shape[dim + 1:]
                 kept = along(x, first, last).reshape(group)

@@ -21,6 +21,7 @@ Cost: none added; the gather and its mask disappear. TopK stays (it is not a gat
 from __future__ import annotations
 
 import operator
+from dataclasses import dataclass
 from typing import Any, cast
 
 import torch
@@ -71,40 +72,78 @@ def _dim(op: fx.Node, kind: str, rank: int) -> int:
     return int(d) % rank
 
 
-class TopkGatherToValues(RewritePass):
+@dataclass(frozen=True)
+class OwnIndexGather:
+    """`aten.gather.default(x, dim, idx)` with idx the indices of a topk / sort / argsort."""
+
+    node: fx.Node
+    x: fx.node.Argument
+    dim: int
+    op: fx.Node  # the topk / sort / argsort node idx comes from
+    kind: str  # "topk", "sort" or "argsort"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ValuesPlan(Plan):
+    """A topk / sort: its values output replaces the gather."""
+
+    op: fx.Node  # the topk / sort node
+
+
+@dataclass(frozen=True, kw_only=True)
+class SortPlan(Plan):
+    """An argsort: the values of a sort like it replace the gather."""
+
+    x: fx.Node  # the argsort's input, the gathered tensor
+    dim: int  # the argsort's dim, as it gives it
+    descending: bool
+    stable: bool  # the argsort was stable: the sort must be too
+
+
+TopkPlan = ValuesPlan | SortPlan
+
+
+class TopkGatherToValues(RewritePass[OwnIndexGather, TopkPlan]):
     name = "topk_gather_to_values"
 
-    def match(self, node: fx.Node, ctx: Context) -> bool:
-        return (node.op == "call_function" and node.target is GATHER
-                and _source_op(node.args[2]) is not None)
-
-    def check(self, node: fx.Node, ctx: Context) -> Plan | Skip:
+    def match(self, node: fx.Node, ctx: Context) -> OwnIndexGather | None:
+        if node.op != "call_function" or node.target is not GATHER:
+            return None
         x, dim, idx = node.args[:3]
-        op, kind = cast("tuple[fx.Node, str]", _source_op(idx))  # match() found it
-        if op.args[0] is not x:
+        source = _source_op(idx)
+        if source is None:  # 1.
+            return None
+        op, kind = source
+        return OwnIndexGather(node, x, cast(int, dim), op, kind)  # aten.gather's dim is an int
+
+    def check(self, m: OwnIndexGather, ctx: Context) -> TopkPlan | Skip:
+        op, kind, x = m.op, m.kind, m.x
+        if op.args[0] is not x:  # 2.
             return Skip(f"the index comes from a {kind} of another tensor, not of the gathered one")
         sx = ctx.spec(x)
-        if sx is None:
+        if sx is None or not isinstance(x, fx.Node):  # (no spec: not a node)
             return Skip("shapes unknown: pass example_inputs")
-        d = int(cast(int, dim)) % sx.rank  # aten.gather's dim is an int
-        if _dim(op, kind, sx.rank) != d:
+        d = int(m.dim) % sx.rank
+        if _dim(op, kind, sx.rank) != d:  # 3.
             return Skip(f"the {kind} runs along another dim than the gather")
-        return Plan(detail=f"gather at its own {kind} indices: the {kind} values, no mask",
-                    data={"op": op, "kind": kind})
-
-    def replace(self, node: fx.Node, plan: Plan, b: Builder) -> fx.Node:
-        op, kind = plan.data["op"], plan.data["kind"]
+        detail = f"gather at its own {kind} indices: the {kind} values, no mask"
         if kind != "argsort":
-            with b.graph.inserting_after(op):
-                return b.graph.call_function(operator.getitem, (op, 0))
-        x = b.proxy(op.args[0])
-        stable = bool(op.kwargs.get("stable", False))
+            return ValuesPlan(detail=detail, op=op)
         if op.target is aten.argsort.stable:
             dim, desc = op.kwargs.get("dim", -1), op.kwargs.get("descending", False)
         else:
             dim, desc = _arg(op, 1, "dim", -1), _arg(op, 2, "descending", False)
+        return SortPlan(detail=detail, x=x, dim=cast(int, dim), descending=cast(bool, desc),
+                        stable=bool(op.kwargs.get("stable", False)))
+
+    def replace(self, plan: TopkPlan, b: Builder) -> fx.Node:
+        if isinstance(plan, ValuesPlan):
+            with b.graph.inserting_after(plan.op):
+                return b.graph.call_function(operator.getitem, (plan.op, 0))
+        x = b.proxy(plan.x)
+        dim, desc = plan.dim, plan.descending
         # `stable=` selects aten.sort.stable, which the ONNX exporter cannot convert: pass
         # it only when the argsort was stable itself
-        out = (torch.sort(x, dim=dim, descending=desc, stable=True) if stable
+        out = (torch.sort(x, dim=dim, descending=desc, stable=True) if plan.stable
                else torch.sort(x, dim=dim, descending=desc))
         return node_of(out[0])

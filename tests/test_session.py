@@ -71,14 +71,15 @@ def test_a_rollback_relowers_from_the_one_capture(monkeypatch) -> None:
         name = "corrupting"
 
         def match(self, node, ctx):
-            return node.op == "call_function" and node.target is torch.ops.aten.mul.Tensor
+            hit = node.op == "call_function" and node.target is torch.ops.aten.mul.Tensor
+            return node if hit else None
 
         def check(self, node, ctx):
             bad["n"] += 1
             return fxlower.rewrite.Plan(detail="wrong on purpose")
 
-        def replace(self, node, plan, b):
-            return graph.node_of(torch.ops.aten.add.Tensor(b.proxy(node.args[0]), 1.0))
+        def replace(self, plan, b):
+            return graph.node_of(torch.ops.aten.add.Tensor(b.proxy(b.anchor.args[0]), 1.0))
 
     from fxlower.passes import PASSES
 

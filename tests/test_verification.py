@@ -25,8 +25,8 @@ class _Broken:
         from fxlower.passes.index_to_mask_matmul import IndexToMaskMatmul
 
         class Broken(IndexToMaskMatmul):
-            def replace(self, node, plan, b):
-                return (b.proxy(super().replace(node, plan, b)) + 1).node
+            def replace(self, plan, b):
+                return (b.proxy(super().replace(plan, b)) + 1).node
 
         return [Broken() if isinstance(p, IndexToMaskMatmul) else p for p in PASSES]
 

@@ -21,7 +21,7 @@ from .capture import capture
 from .errors import LoweringError, VerificationError
 from .normalise import normalise
 from .report import Report
-from .rewrite import Context, Options, RewritePass, run_passes
+from .rewrite import AnyPass, Context, Options, run_passes
 from .verify import Mismatch, References, verify
 
 REPORT_ATTR = "fxlower_report"
@@ -74,10 +74,10 @@ def _references(model: torch.nn.Module, inputs: tuple[Any, ...], verify_inputs: 
     return refs
 
 
-def _passes() -> list[RewritePass]:
+def _passes() -> list[AnyPass]:
     from fxlower.passes import PASSES  # the registry lives in the shipped passes package
 
-    registry: list[RewritePass] = PASSES
+    registry: list[AnyPass] = PASSES
     return registry
 
 
@@ -88,7 +88,7 @@ class _Session:
     verification runs the original once per input for all of them (verify.References)."""
 
     def __init__(self, model: torch.nn.Module, inputs: tuple[Any, ...] | None,
-                 options: Options, passes: Sequence[RewritePass], tracer: str) -> None:
+                 options: Options, passes: Sequence[AnyPass], tracer: str) -> None:
         self.inputs, self.options, self.passes = inputs, options, passes
         self.forbidden = census.forbidden_by(options.target)
         report = Report()
@@ -190,7 +190,7 @@ def lower(
     target: Any = None,
     embedding: str = "matmul",
     verify_inputs: Sequence[Any] | None = None,
-    passes: Sequence[RewritePass] | None = None,
+    passes: Sequence[AnyPass] | None = None,
     enabled: Callable[[str], bool] | None = None,
 ) -> fx.GraphModule:
     """Lower `model` into a GraphModule free of gather-family ops, and verify it.

@@ -1,10 +1,14 @@
-"""The rewrite framework: a pass is `match` -> `check` -> `replace`.
+"""The rewrite framework: a pass is `match` -> `check` -> `replace`, each typed.
 
-- `match(node, ctx)` is cheap and structural: is this node a candidate at all?
-- `check(node, ctx)` returns a `Plan` (everything `replace` needs, plus the cost the
-  rewrite adds) or a `Skip` carrying the reason a user will read.
-- `replace(node, plan, b)` writes the replacement with a `graph.Builder` and returns the
-  node that replaces `node`.
+- `match(node, ctx)` is cheap and structural: it returns the bindings it found (a small
+  frozen dataclass of the pass: the node and the operands the pass reads, already taken
+  apart), or None when the node is no candidate.
+- `check(bindings, ctx)` decides legality (the conditions numbered in the pass's
+  docstring) and returns the pass's typed plan (a frozen dataclass subclassing `Plan`:
+  everything `replace` needs, plus the cost the rewrite adds) or a `Skip` carrying the
+  reason a user will read.
+- `replace(plan, b)` writes the replacement with a `graph.Builder` (whose `anchor` is the
+  node being replaced) and returns the node that replaces it.
 Nothing is stashed on the pass between the three. Passes are listed explicitly, in run
 order, in `fxlower.passes.PASSES`; nothing registers itself on import.
 """
@@ -12,8 +16,8 @@ order, in `fxlower.passes.PASSES`; nothing registers itself on import.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import torch
 import torch.fx as fx
@@ -36,14 +40,14 @@ class Options:
     embedding: str = "matmul"  # "matmul" (one-hot product) | "host" (lookups split off: host.py)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Plan:
-    """What `replace` needs. Passes subclass it or fill `data`."""
+    """What every plan reports; a pass subclasses it (frozen, kw_only) with the fields its
+    `replace` reads."""
 
-    detail: str
-    macs: int = 0
-    mask_elems: int = 0
-    data: dict[str, Any] = field(default_factory=dict)
+    detail: str  # what the rewrite does, for the report
+    macs: int = 0  # multiply-adds it adds per call
+    mask_elems: int = 0  # elements of the run-time masks it builds
 
 
 @dataclass(frozen=True)
@@ -82,19 +86,26 @@ def describe(node: fx.Node) -> str:
     return f"{getattr(t, '__name__', t)} '{node.name}'"
 
 
-class RewritePass:
+B = TypeVar("B")  # the bindings a pass's `match` returns
+P = TypeVar("P", bound=Plan)  # the plan its `check` returns
+
+
+class RewritePass(Generic[B, P]):
     """Base class of every rewrite in `passes/`. See the module docstring."""
 
     name: ClassVar[str] = ""
 
-    def match(self, node: fx.Node, ctx: Context) -> bool:
+    def match(self, node: fx.Node, ctx: Context) -> B | None:
         raise NotImplementedError
 
-    def check(self, node: fx.Node, ctx: Context) -> Plan | Skip:
+    def check(self, m: B, ctx: Context) -> P | Skip:
         raise NotImplementedError
 
-    def replace(self, node: fx.Node, plan: Plan, b: g.Builder) -> fx.Node:
+    def replace(self, plan: P, b: g.Builder) -> fx.Node:
         raise NotImplementedError
+
+
+AnyPass = RewritePass[Any, Any]  # a pass of any bindings and plan, as lists of passes hold them
 
 
 def _native(node: fx.Node, ctx: Context) -> str:
@@ -111,7 +122,7 @@ def _native(node: fx.Node, ctx: Context) -> str:
 
 def run_passes(
     gm: fx.GraphModule,
-    passes: Sequence[RewritePass],
+    passes: Sequence[AnyPass],
     ctx: Context,
     report: Report,
     *,
@@ -128,14 +139,17 @@ def run_passes(
     for p in passes:
         changed = False
         for node in list(gm.graph.nodes):
-            if getattr(node, "_erased", False) or not p.match(node, ctx):
+            if getattr(node, "_erased", False):
+                continue
+            bound = p.match(node, ctx)
+            if bound is None:
                 continue
             op = ctx.origin(node)
             native = _native(node, ctx)
             if native:
                 report.skipped.append(Skipped(p.name, node.name, op, native))
                 continue
-            result = p.check(node, ctx)
+            result = p.check(bound, ctx)
             if isinstance(result, Skip):
                 report.skipped.append(Skipped(p.name, node.name, op, result.reason))
                 continue
@@ -145,7 +159,7 @@ def run_passes(
                 continue
             before = set(gm.graph.nodes)
             with g.Builder(gm, node) as b:
-                new = p.replace(node, result, b)
+                new = p.replace(result, b)
             created.update(n for n in gm.graph.nodes if n not in before)
             if new is not node:
                 g.replace_node(node, new)

@@ -106,8 +106,9 @@ def test_unknown_input_shape_is_refused() -> None:
     (node,) = [n for n in gm.graph.nodes if n.op == "call_module"]
     ctx = Context(gm, Options(), has_shapes=False)
     p = AdaptivePoolToMean()
-    assert p.match(node, ctx)
-    result = p.check(node, ctx)
+    m = p.match(node, ctx)
+    assert m is not None
+    result = p.check(m, ctx)
     assert isinstance(result, Skip) and "shape is not known" in result.reason
 
 
