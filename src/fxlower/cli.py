@@ -3,7 +3,9 @@
     fxlower check FILE.onnx [FILE ...] [--target NAME] [--forbid OP,...] [--allow OP,...]
     fxlower targets                       the target profiles: source, date, what each forbids
     fxlower lower SPEC -o OUT.onnx        SPEC = path/to/file.py:factory | package.module:factory
-    fxlower report SPEC                   what would be rewritten, what not and why
+    fxlower lower IN.onnx -o OUT.onnx     an ONNX file: its gather/scatter nodes replaced in place
+                                          [--input-shape NAME=D0,D1,...] [--verify-inputs F.npz]
+    fxlower report SPEC|IN.onnx           what would be rewritten, what not and why
     fxlower demo                          in a checkout: lower the zoo (models/), print a table
 
 A factory takes no arguments and returns (model, example_inputs).
@@ -69,13 +71,56 @@ def _lower_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return {"assume_finite": args.assume_finite, "merge": args.merge, "embedding": args.embedding}
 
 
+def _is_onnx(spec: str) -> bool:
+    return spec.endswith(".onnx") or (Path(spec).is_file() and not spec.endswith(".py"))
+
+
+def _lower_onnx(args: argparse.Namespace) -> tuple[Any, Any]:
+    import numpy as np
+
+    from .onnx_lower import lower_onnx, parse_input_shapes
+
+    runs = None
+    if getattr(args, "verify_inputs", None):
+        runs = []
+        for f in args.verify_inputs:
+            try:
+                with np.load(f) as data:
+                    runs.append({k: data[k] for k in data.files})
+            except (OSError, ValueError) as e:
+                raise FxlowerError(f"--verify-inputs {f}: cannot read it as .npz: {e}") from e
+    return lower_onnx(args.spec, target=args.target, input_shapes=parse_input_shapes(
+        args.input_shape or []), assume_finite=args.assume_finite, verify=not args.no_verify,
+        verify_inputs=runs)
+
+
+def _cmd_lower_onnx(args: argparse.Namespace) -> int:
+    from .check import check_model
+    from .errors import LoweringError
+    from .onnx_lower import save
+
+    model, report = _lower_onnx(args)
+    print(report.format())
+    result = check_model(model, target=args.target)
+    if not result.ok and args.on_forbidden == "raise":
+        raise LoweringError(f"{args.spec}: forbidden ops would remain, nothing written "
+                            f"(--on-forbidden warn writes it): " + "; ".join(report.remaining))
+    out = Path(args.output)
+    save(model, out, external=report.external_data)
+    print(f"wrote {out}" + (f" (tensors in {out.name}.data)" if (
+        out.parent / f"{out.name}.data").exists() and report.external_data else ""))
+    return 0 if result.ok else 1
+
+
 def _cmd_lower(args: argparse.Namespace) -> int:
     from .api import export
 
+    if _is_onnx(args.spec):
+        return _cmd_lower_onnx(args)
     model, inputs = load_spec(args.spec)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    report = export(model, inputs, out, verify=not args.no_verify,
+    report = export(model, inputs, out, verify=not args.no_verify, target=args.target,
                     on_forbidden=args.on_forbidden, **_lower_kwargs(args))
     print(report.format())
     print(f"wrote {out}")
@@ -85,9 +130,12 @@ def _cmd_lower(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from .api import lower, report_of
 
+    if _is_onnx(args.spec):
+        print(_lower_onnx(args)[1].format())
+        return 0
     model, inputs = load_spec(args.spec)
     lowered = lower(model, inputs, on_forbidden="warn", verify=not args.no_verify,
-                    **_lower_kwargs(args))
+                    target=args.target, **_lower_kwargs(args))
     print(report_of(lowered).format())
     return 0
 
@@ -128,13 +176,21 @@ def build_parser() -> argparse.ArgumentParser:
         ("report", _cmd_report, "what would be rewritten, what not and why"),
     ):
         s = sub.add_parser(name, help=helptext)
-        s.add_argument("spec", metavar="SPEC", help="path/to/file.py:factory or package.module:factory")
+        s.add_argument("spec", metavar="SPEC", help="path/to/file.py:factory, "
+                       "package.module:factory, or an ONNX file (IN.onnx)")
         if name == "lower":
             s.add_argument("-o", "--output", required=True, metavar="OUT.onnx")
             s.add_argument("--on-forbidden", choices=["raise", "warn"], default="raise",
                            help="warn: write the file although forbidden ops remain (they "
                            "are listed, and the exit status is 1)")
         s.add_argument("--no-verify", action="store_true", help="skip the numerical verification")
+        s.add_argument("--target", metavar="NAME", help="a target profile (see `fxlower targets`): "
+                       "lower only what it lacks")
+        s.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,...",
+                       help="ONNX input: bind an input's symbolic dims (repeat per input)")
+        s.add_argument("--verify-inputs", action="append", metavar="FILE.npz",
+                       help="ONNX input: verify on these inputs (arrays named after the "
+                       "model's inputs; repeat for more runs) instead of fresh draws")
         s.add_argument("--assume-finite", action="store_true",
                        help="float sources hold no NaN/inf/-0.0 (cheaper mask products)")
         s.add_argument("--merge", choices=["auto", "always", "never"], default="auto")

@@ -1,0 +1,273 @@
+"""ONNX in, ONNX out (issue 14): files fxlower did not make lose their gather and scatter
+nodes, everything else stays, and onnxruntime gives the same outputs on fresh inputs."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto as T
+from onnx import helper as h
+from onnx import numpy_helper as nh
+
+import fxlower
+from fxlower.check import check_model
+from fxlower.cli import main
+from fxlower.onnx_lower import FAMILY
+
+F = T.FLOAT
+
+
+def vi(name: str, elem: int, dims: list) -> onnx.ValueInfoProto:
+    return h.make_tensor_value_info(name, elem, dims)
+
+
+def make(nodes: list, inputs: list, outputs: list, inits: tuple = (), opset: int = 17
+         ) -> onnx.ModelProto:
+    g = h.make_graph(nodes, "g", inputs, outputs, initializer=list(inits))
+    m = h.make_model(g, opset_imports=[h.make_opsetid("", opset)], producer_name="someone")
+    m.ir_version = 8
+    m.metadata_props.add(key="author", value="not fxlower")
+    onnx.checker.check_model(m, full_check=True)
+    return m
+
+
+def run(m: onnx.ModelProto, feed: dict) -> list:
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, feed)
+
+
+def counts(m: onnx.ModelProto) -> Counter:
+    return Counter(n.op_type for n in m.graph.node)
+
+
+def assert_surgical(before: onnx.ModelProto, after: onnx.ModelProto) -> None:
+    """No gather/scatter left; every other op type keeps at least its count; names of
+    inputs and outputs, opset imports and metadata as they were."""
+    assert check_model(after).ok, check_model(after).format()
+    cb, ca = counts(before), counts(after)
+    for op, n in cb.items():
+        if op not in FAMILY:
+            assert ca[op] >= n, (op, n, ca[op])
+    assert [o.name for o in after.graph.output] == [o.name for o in before.graph.output]
+    assert [i.name for i in after.graph.input] == [i.name for i in before.graph.input]
+    assert list(after.opset_import) == list(before.opset_import)
+    assert list(after.metadata_props) == list(before.metadata_props)
+    assert after.producer_name == before.producer_name
+    onnx.checker.check_model(after, full_check=True)
+
+
+def same(before: onnx.ModelProto, after: onnx.ModelProto, feed: dict) -> None:
+    for a, b in zip(run(before, feed), run(after, feed), strict=True):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        np.testing.assert_array_equal(a, b)  # bit-exact, NaN in the same places
+
+
+RNG = np.random.default_rng(0)
+
+
+def test_gather_with_a_runtime_2d_index_becomes_a_mask_product() -> None:
+    m = make([h.make_node("Gather", ["x", "i"], ["y"], axis=1, name="g")],
+             [vi("x", F, [2, 10, 3]), vi("i", T.INT64, [4, 5])], [vi("y", F, [2, 4, 5, 3])])
+    out, rep = fxlower.lower_onnx(m)
+    assert_surgical(m, out)
+    (r,) = rep.nodes
+    assert r.status == "lowered" and r.name == "g" and "one-hot" in r.detail
+    x = RNG.standard_normal((2, 10, 3)).astype(np.float32)
+    x[0, 3, 1], x[1, 7, 0], x[0, 9, 2] = np.nan, np.inf, -0.0
+    same(m, out, {"x": x, "i": RNG.integers(-10, 10, (4, 5))})  # negative indices wrap
+
+
+def test_gather_with_negative_constant_indices_becomes_slices() -> None:
+    idx = nh.from_array(np.array([-1, 0, -3], dtype=np.int64), "idx")
+    m = make([h.make_node("Gather", ["x", "idx"], ["y"], axis=0, name="g")],
+             [vi("x", F, [6, 4])], [vi("y", F, [3, 4])], inits=(idx,))
+    out, rep = fxlower.lower_onnx(m)
+    assert_surgical(m, out)
+    assert "MatMul" not in counts(out) and "slice" in rep.nodes[0].detail
+    assert "idx" not in {t.name for t in out.graph.initializer}  # read by nothing any more
+    same(m, out, {"x": RNG.standard_normal((6, 4)).astype(np.float32)})
+
+
+def test_topk_then_gather_elements() -> None:
+    nodes = [h.make_node("TopK", ["s", "k"], ["v", "ix"], axis=1),
+             h.make_node("GatherElements", ["x", "ix"], ["y"], axis=1, name="ge")]
+    k = nh.from_array(np.array([3], dtype=np.int64), "k")
+    m = make(nodes, [vi("s", F, [2, 8]), vi("x", F, [2, 8])],
+             [vi("v", F, [2, 3]), vi("y", F, [2, 3])], inits=(k,))
+    out, rep = fxlower.lower_onnx(m)
+    assert_surgical(m, out)
+    assert counts(out)["TopK"] == 1
+    same(m, out, {"s": RNG.standard_normal((2, 8)).astype(np.float32),
+                  "x": RNG.standard_normal((2, 8)).astype(np.float32)})
+
+
+def test_pose_decoder_gather_nd_with_batch_dims() -> None:
+    # heatmap features [B, J, H*W, C] looked up at per-joint peak positions [B, J, 1, 1]
+    m = make([h.make_node("GatherND", ["f", "p"], ["y"], batch_dims=2, name="gnd")],
+             [vi("f", F, [2, 5, 16, 3]), vi("p", T.INT64, [2, 5, 1, 1])],
+             [vi("y", F, [2, 5, 1, 3])])
+    out, rep = fxlower.lower_onnx(m)
+    assert_surgical(m, out)
+    assert rep.nodes[0].status == "lowered"
+    same(m, out, {"f": RNG.standard_normal((2, 5, 16, 3)).astype(np.float32),
+                  "p": RNG.integers(-16, 16, (2, 5, 1, 1))})
+
+
+def test_detector_head_scatter_nd_with_constant_indices() -> None:
+    # a YOLOX-style head writes decoded boxes into channels 0..1 of every anchor
+    ind = np.stack(np.meshgrid(np.arange(1), np.arange(6), np.arange(2), indexing="ij"), -1)
+    idx = nh.from_array(ind.reshape(1, 6, 2, 3).astype(np.int64), "ind")
+    m = make([h.make_node("ScatterND", ["x", "ind", "u"], ["y"], name="head")],
+             [vi("x", F, [1, 6, 5]), vi("u", F, [1, 6, 2])], [vi("y", F, [1, 6, 5])],
+             inits=(idx,))
+    out, rep = fxlower.lower_onnx(m)
+    assert_surgical(m, out)
+    same(m, out, {"x": RNG.standard_normal((1, 6, 5)).astype(np.float32),
+                  "u": RNG.standard_normal((1, 6, 2)).astype(np.float32)})
+
+
+def test_scatter_elements_add_and_a_refused_reduction() -> None:
+    def one(reduction: str) -> onnx.ModelProto:
+        return make([h.make_node("ScatterElements", ["x", "i", "u"], ["y"], axis=1,
+                                 reduction=reduction, name="se")],
+                    [vi("x", F, [2, 6]), vi("i", T.INT64, [2, 3]), vi("u", F, [2, 3])],
+                    [vi("y", F, [2, 6])], opset=18)
+
+    m = one("add")
+    out, rep = fxlower.lower_onnx(m)
+    assert_surgical(m, out)
+    feed = {"x": RNG.standard_normal((2, 6)).astype(np.float32),
+            "i": RNG.integers(0, 6, (2, 3)), "u": RNG.standard_normal((2, 3)).astype(np.float32)}
+    for a, b in zip(run(m, feed), run(out, feed), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+    out, rep = fxlower.lower_onnx(one("mul"))
+    (r,) = rep.nodes
+    assert r.status == "refused" and "reduction 'mul'" in r.detail
+    assert rep.remaining and counts(out)["ScatterElements"] == 1
+
+
+def test_opset_13_file_stays_opset_13() -> None:
+    m = make([h.make_node("GatherElements", ["x", "i"], ["y"], axis=0, name="ge")],
+             [vi("x", F, [5, 3]), vi("i", T.INT64, [2, 3])], [vi("y", F, [2, 3])], opset=13)
+    out, _ = fxlower.lower_onnx(m)
+    assert_surgical(m, out)
+    x = RNG.standard_normal((5, 3)).astype(np.float32)
+    x[2, 1] = np.nan
+    same(m, out, {"x": x, "i": RNG.integers(-5, 5, (2, 3))})
+
+
+def test_symbolic_batch_is_bound_and_shape_gather_chains_fold() -> None:
+    nodes = [h.make_node("Shape", ["x"], ["s"]),
+             h.make_node("Gather", ["s", "zero"], ["b"], axis=0, name="shape_gather"),
+             h.make_node("Unsqueeze", ["b", "zero1"], ["b1"]),
+             h.make_node("Concat", ["b1", "minus1"], ["shp"], axis=0),
+             h.make_node("Reshape", ["x", "shp"], ["y"])]
+    inits = (nh.from_array(np.array(0, dtype=np.int64), "zero"),
+             nh.from_array(np.array([0], dtype=np.int64), "zero1"),
+             nh.from_array(np.array([-1], dtype=np.int64), "minus1"))
+    m = make(nodes, [vi("x", F, ["batch", 3, 4])], [vi("y", F, ["batch", 12])], inits=inits)
+    out, rep = fxlower.lower_onnx(m)  # unbound: a constant index into a [3] shape: a Slice
+    assert rep.nodes[0].status == "lowered" and check_model(out).ok
+    same(m, out, {"x": RNG.standard_normal((5, 3, 4)).astype(np.float32)})
+    out, rep = fxlower.lower_onnx(m, input_shapes={"x": [2, 3, 4]})
+    assert rep.nodes[0].status == "folded" and rep.bound == {"x": [2, 3, 4]}
+    assert check_model(out).ok and counts(out)["Shape"] == 1
+    x = RNG.standard_normal((2, 3, 4)).astype(np.float32)
+    same(m, out, {"x": x})
+
+
+def test_unknown_shapes_are_refused_naming_the_flag(tmp_path: Path, capsys) -> None:
+    m = make([h.make_node("Gather", ["x", "i"], ["y"], axis=1, name="g")],
+             [vi("x", F, ["batch", 10]), vi("i", T.INT64, [3])], [vi("y", F, ["batch", 3])])
+    out, rep = fxlower.lower_onnx(m)
+    (r,) = rep.nodes
+    assert r.status == "refused" and "'x'" in r.detail and "--input-shape" in r.detail
+    src, dst = tmp_path / "m.onnx", tmp_path / "o.onnx"
+    onnx.save_model(m, str(src))
+    assert main(["lower", str(src), "-o", str(dst)]) == 1  # a forbidden op would remain
+    assert "--input-shape" in capsys.readouterr().err and not dst.exists()
+    assert main(["lower", str(src), "-o", str(dst), "--input-shape", "x=4,10"]) == 0
+    assert check_model(onnx.load(str(dst))).ok
+
+
+def test_embedding_table_in_external_data(tmp_path: Path) -> None:
+    table = RNG.standard_normal((300, 8)).astype(np.float32)
+    m = make([h.make_node("Gather", ["table", "ids"], ["e"], axis=0, name="embed"),
+              h.make_node("Relu", ["e"], ["y"])],
+             [vi("ids", T.INT64, ["batch", 7])], [vi("y", F, ["batch", 7, 8])],
+             inits=(nh.from_array(table, "table"),))
+    src = tmp_path / "in" / "model.onnx"
+    src.parent.mkdir()
+    onnx.save_model(m, str(src), save_as_external_data=True, location="model.data",
+                    size_threshold=0)
+    dst = tmp_path / "out" / "lowered.onnx"
+    assert main(["lower", str(src), "-o", str(dst), "--input-shape", "ids=2,7"]) == 0
+    assert (tmp_path / "out" / "lowered.onnx.data").exists()  # data beside the output
+    assert main(["check", str(dst)]) == 0
+    ids = RNG.integers(0, 300, (2, 7))
+    a = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"]).run(None, {"ids": ids})
+    b = ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"]).run(None, {"ids": ids})
+    np.testing.assert_array_equal(a[0], b[0])
+
+
+def test_external_data_outside_the_folder_is_refused(tmp_path: Path, capsys) -> None:
+    t = nh.from_array(np.zeros((4, 2), np.float32), "t")
+    m = make([h.make_node("Gather", ["t", "i"], ["y"], axis=0)],
+             [vi("i", T.INT64, [3])], [vi("y", F, [3, 2])], inits=(t,))
+    onnx.external_data_helper.convert_model_to_external_data(m, location="x.data",
+                                                             size_threshold=0)
+    for e in m.graph.initializer[0].external_data:
+        if e.key == "location":
+            e.value = "../../etc/passwd"
+    src = tmp_path / "m.onnx"
+    src.write_bytes(m.SerializeToString())  # onnx.save_model itself refuses to write it
+    dst = tmp_path / "o.onnx"
+    assert main(["lower", str(src), "-o", str(dst)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "outside the model's folder" in err[0] and str(src) in err[0]
+    assert not dst.exists()
+
+
+def test_not_an_onnx_file_is_one_line_and_no_output(tmp_path: Path, capsys) -> None:
+    src = tmp_path / "junk.onnx"
+    src.write_bytes(b"\x00\x01not a model at all" * 10)
+    dst = tmp_path / "o.onnx"
+    assert main(["lower", str(src), "-o", str(dst)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not an ONNX file" in err[0]
+    assert not dst.exists() and os.listdir(tmp_path) == ["junk.onnx"]
+
+
+def test_a_gather_inside_an_if_body_is_refused_by_name() -> None:
+    then_g = h.make_graph([h.make_node("Gather", ["x", "i"], ["t"], axis=0, name="inner")],
+                          "then", [], [vi("t", F, [2, 3])])
+    else_g = h.make_graph([h.make_node("Identity", ["x2"], ["t2"])], "else", [],
+                          [vi("t2", F, [2, 3])])
+    m = make([h.make_node("Slice", ["x", "s0", "s1"], ["x2"]),
+              h.make_node("If", ["c"], ["y"], then_branch=then_g, else_branch=else_g,
+                          name="branch")],
+             [vi("x", F, [4, 3]), vi("i", T.INT64, [2]), vi("c", T.BOOL, [])],
+             [vi("y", F, [2, 3])],
+             inits=(nh.from_array(np.array([0], np.int64), "s0"),
+                    nh.from_array(np.array([2], np.int64), "s1")))
+    _, rep = fxlower.lower_onnx(m)
+    (r,) = rep.nodes
+    assert r.status == "refused" and r.name == "inner" and "If 'branch'" in r.detail
+
+
+def test_report_command_lists_each_node(tmp_path: Path, capsys) -> None:
+    m = make([h.make_node("Gather", ["x", "i"], ["y"], axis=1, name="g1"),
+              h.make_node("ScatterND", ["x", "j", "u"], ["z"], reduction="mul", name="s1")],
+             [vi("x", F, [2, 10]), vi("i", T.INT64, [3]), vi("j", T.INT64, [1, 1]),
+              vi("u", F, [1, 10])], [vi("y", F, [2, 3]), vi("z", F, [2, 10])], opset=18)
+    src = tmp_path / "m.onnx"
+    onnx.save_model(m, str(src))
+    assert main(["report", str(src)]) == 0
+    text = capsys.readouterr().out
+    assert "lowered  Gather 'g1'" in text and "refused  ScatterND 's1'" in text
+    assert "reduction 'mul'" in text
