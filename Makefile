@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.fxlower-installed
 
-.PHONY: demo test test-slow bench lint fuzz corpus clean install
+.PHONY: demo test test-slow bench lint fuzz corpus onnx-corpus clean install
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,11 @@ fuzz: $(STAMP)
 # build/corpus.md and the command fails when a model breaks a rule of issue 12.
 corpus: $(STAMP)
 	$(PY) tools/corpus.py
+
+# The corpus through the ONNX path: each entry exported by both exporters, lowered from the
+# file alone (fxlower.lower_onnx); the README's table of "ONNX files in, ONNX files out".
+onnx-corpus: $(STAMP)
+	$(PY) tools/onnx_corpus.py --markdown
 
 lint: $(STAMP)
 	$(PY) -m ruff check src passes tests models tools benchmarks

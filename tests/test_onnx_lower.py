@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pytest
 from onnx import TensorProto as T
 from onnx import helper as h
 from onnx import numpy_helper as nh
@@ -271,3 +272,143 @@ def test_report_command_lists_each_node(tmp_path: Path, capsys) -> None:
     text = capsys.readouterr().out
     assert "lowered  Gather 'g1'" in text and "refused  ScatterND 's1'" in text
     assert "reduction 'mul'" in text
+
+
+def _export_distilbert(path: Path, dynamo: bool) -> tuple:
+    import contextlib
+    import io
+    import sys
+
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from models.corpus import load
+
+    model, inputs = load("distilbert")
+    names = ["input_ids", "attention_mask"]
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        if dynamo:
+            torch.onnx.export(model, inputs, str(path), dynamo=True, input_names=names)
+        else:  # the TorchScript exporter, batch and sequence symbolic
+            axes = {n: {0: "batch", 1: "seq"} for n in names}
+            torch.onnx.export(model, inputs, str(path), dynamo=False, opset_version=17,
+                              input_names=names, dynamic_axes=axes)
+    return model, inputs
+
+
+@pytest.mark.parametrize("dynamo", [True, False], ids=["dynamo", "torchscript"])
+def test_a_transformers_export_of_either_exporter(tmp_path: Path, dynamo: bool) -> None:
+    src, dst = tmp_path / "distilbert.onnx", tmp_path / "lowered.onnx"
+    model, inputs = _export_distilbert(src, dynamo)
+    before = onnx.load(str(src))
+    assert any(n.op_type in FAMILY for n in before.graph.node)
+    shape = ",".join(map(str, inputs[0].shape))
+    args = [] if dynamo else ["--input-shape", f"input_ids={shape}",
+                              "--input-shape", f"attention_mask={shape}"]
+    assert main(["lower", str(src), "-o", str(dst), *args]) == 0
+    after = onnx.load(str(dst))
+    assert_surgical(before, after)
+    if not dynamo:  # the bound inputs are static now
+        assert [d.dim_value for d in after.graph.input[0].type.tensor_type.shape.dim] == list(
+            inputs[0].shape)
+    ids = np.random.default_rng(5).integers(0, 1000, tuple(inputs[0].shape))
+    feed = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+    a = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"]).run(None, feed)
+    b = ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"]).run(None, feed)
+    np.testing.assert_allclose(a[0], b[0], rtol=0, atol=1e-5)
+
+
+def test_verify_inputs_from_npz_files(tmp_path: Path, capsys) -> None:
+    m = make([h.make_node("Gather", ["x", "i"], ["y"], axis=0, name="g")],
+             [vi("x", F, [5, 2]), vi("i", T.INT64, [3])], [vi("y", F, [3, 2])])
+    src, dst = tmp_path / "m.onnx", tmp_path / "o.onnx"
+    onnx.save_model(m, str(src))
+    runs = []
+    for k in range(2):
+        runs.append(tmp_path / f"run{k}.npz")
+        np.savez(runs[-1], x=RNG.standard_normal((5, 2)).astype(np.float32),
+                 i=np.array([0, -1, k]))
+    assert main(["lower", str(src), "-o", str(dst), "--verify-inputs", str(runs[0]),
+                 "--verify-inputs", str(runs[1])]) == 0
+    assert "runs=2, inputs=verify_inputs, matched=True" in capsys.readouterr().out
+
+
+def test_a_replacement_onnxruntime_disagrees_with_is_named_and_left_out(monkeypatch) -> None:
+    import fxlower.onnx_lower as ol
+
+    real = ol._semantics
+
+    def wrong_gather(op, attrs, shapes):  # a Gather that adds 1: fxlower.lower agrees with
+        fn, extra = real(op, attrs, shapes)  # itself, onnxruntime with the input file does not
+        return ((lambda x, i: fn(x, i) + 1) if op == "Gather" else fn), extra
+
+    monkeypatch.setattr(ol, "_semantics", wrong_gather)
+    m = make([h.make_node("Gather", ["x", "i"], ["y"], axis=0, name="bad"),
+              h.make_node("GatherElements", ["x", "j"], ["z"], axis=0, name="good")],
+             [vi("x", F, [5, 2]), vi("i", T.INT64, [3]), vi("j", T.INT64, [3, 2])],
+             [vi("y", F, [3, 2]), vi("z", F, [3, 2])])
+    out, rep = fxlower.lower_onnx(m)
+    by = {r.name: r for r in rep.nodes}
+    assert by["bad"].status == "refused" and "verification failed" in by["bad"].detail
+    assert by["good"].status == "lowered" and rep.verification["left_out"] == ["bad"]
+    assert counts(out)["Gather"] == 1 and counts(out)["GatherElements"] == 0
+
+
+def test_a_file_onnxruntime_cannot_load_is_one_line(tmp_path: Path, capsys) -> None:
+    g = h.make_graph([h.make_node("Gather", ["x", "i"], ["y"], axis=0),
+                      h.make_node("NoSuchOp", ["y"], ["z"])], "g",
+                     [vi("x", F, [5, 2]), vi("i", T.INT64, [3])], [vi("z", F, [3, 2])])
+    m = h.make_model(g, opset_imports=[h.make_opsetid("", 17)])
+    src, dst = tmp_path / "m.onnx", tmp_path / "o.onnx"
+    src.write_bytes(m.SerializeToString())
+    assert main(["lower", str(src), "-o", str(dst)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "onnxruntime cannot run the input file" in err[0]
+    assert not dst.exists()
+
+
+def test_a_large_table_is_never_copied(monkeypatch) -> None:
+    import fxlower.onnx_lower as ol
+
+    monkeypatch.setattr(ol, "_BIG_CONST", 100)  # the 300 x 8 table counts as large
+    table = RNG.standard_normal((300, 8)).astype(np.float32)
+    m = make([h.make_node("Gather", ["table", "ids"], ["e"], axis=0, name="embed")],
+             [vi("ids", T.INT64, [2, 7])], [vi("e", F, [2, 7, 8])],
+             inits=(nh.from_array(table, "table"),))
+    out, rep = fxlower.lower_onnx(m)
+    assert_surgical(m, out)
+    big = [t.name for t in out.graph.initializer if np.prod(t.dims) >= 300 * 8]
+    assert big == ["table"]  # the file's own table, read by the product: no copy of it
+    assert "code" not in rep.nodes[0].detail  # a finite table needs no NaN/inf code path
+    same(m, out, {"ids": RNG.integers(0, 300, (2, 7))})
+
+
+def test_a_model_too_large_for_one_protobuf_keeps_its_data_outside(tmp_path: Path,
+                                                                   monkeypatch) -> None:
+    """Over 2 GB (here: over the patched limit) the tensors are never read into the model:
+    they are mapped where needed and streamed from the input's data file to the output's."""
+    import fxlower.onnx_lower as ol
+
+    monkeypatch.setattr(ol, "_TWO_GB", 4096)
+    monkeypatch.setattr(ol, "_BIG_CONST", 1000)
+    table = RNG.standard_normal((500, 8)).astype(np.float32)
+    m = make([h.make_node("Gather", ["table", "ids"], ["e"], axis=0, name="embed"),
+              h.make_node("Gather", ["table", "one"], ["r"], axis=0, name="row")],
+             [vi("ids", T.INT64, [3, 4])], [vi("e", F, [3, 4, 8]), vi("r", F, [8])],
+             inits=(nh.from_array(table, "table"), nh.from_array(np.array(2), "one")))
+    src = tmp_path / "in" / "m.onnx"
+    src.parent.mkdir()
+    onnx.save_model(m, str(src), save_as_external_data=True, location="weights.bin",
+                    size_threshold=0)
+    out, rep = fxlower.lower_onnx(src)
+    assert rep.data_dir == str(src.parent.resolve()) and ol.uses_external_data(out)
+    dst = tmp_path / "out" / "low.onnx"
+    ol.save(out, dst, external=True, data_dir=rep.data_dir)
+    assert sorted(os.listdir(dst.parent)) == ["low.onnx", "low.onnx.data"]
+    low = onnx.load(str(dst), load_external_data=False)
+    assert check_model(low).ok
+    ids = RNG.integers(0, 500, (3, 4))
+    a = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"]).run(None, {"ids": ids})
+    b = ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"]).run(None, {"ids": ids})
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x, y)

@@ -106,7 +106,7 @@ def _cmd_lower_onnx(args: argparse.Namespace) -> int:
         raise LoweringError(f"{args.spec}: forbidden ops would remain, nothing written "
                             f"(--on-forbidden warn writes it): " + "; ".join(report.remaining))
     out = Path(args.output)
-    save(model, out, external=report.external_data)
+    save(model, out, external=report.external_data, data_dir=report.data_dir)
     print(f"wrote {out}" + (f" (tensors in {out.name}.data)" if (
         out.parent / f"{out.name}.data").exists() and report.external_data else ""))
     return 0 if result.ok else 1

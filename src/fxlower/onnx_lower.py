@@ -59,6 +59,7 @@ _EXPORT_MIN_OPSET = 18  # torch's exporter writes opset 18 and newer
 _MIN_OPSET = 13
 _FOLD_MAX = 1 << 20  # constant values folded here hold at most this many elements
 _TWO_GB = 2**31 - 1
+_BIG_CONST = 1 << 22  # a constant gather source of more elements is a run-time input (see _plan_node)
 
 
 # ---------------------------------------------------------------------------- the report
@@ -85,6 +86,7 @@ class OnnxReport:
     verification: dict[str, Any] = field(default_factory=dict)
     remaining: list[str] = field(default_factory=list)  # forbidden nodes left, with the reason
     external_data: bool = False  # the input kept tensors in external data files
+    data_dir: str | None = None  # the model returned still reads tensors from files here
 
     def format(self) -> str:
         lines = [f"{self.source} (opset {self.opset}): {len(self.nodes)} gather/scatter "
@@ -111,10 +113,11 @@ class OnnxReport:
 # ---------------------------------------------------------------------------- reading
 
 
-def load(path: str | os.PathLike[str]) -> tuple[onnx.ModelProto, bool]:
-    """Read an ONNX file and its external data, which must lie in the file's folder (a
-    location that leaves it is refused, never opened). Returns the model and whether it
-    kept tensors in external data."""
+def load(path: str | os.PathLike[str]) -> tuple[onnx.ModelProto, str | None]:
+    """Read an ONNX file, leaving its external data where it is: every location must lie
+    in the file's folder (one that leaves it is refused, never opened) and exist. Returns
+    the model and that folder when the model keeps tensors outside (their values are read
+    from there, mapped, only when needed: `_array`)."""
     from onnx.external_data_helper import _get_all_tensors, uses_external_data
 
     shown = os.fspath(path)
@@ -140,11 +143,24 @@ def load(path: str | os.PathLike[str]) -> tuple[onnx.ModelProto, bool]:
         if not os.path.isfile(real):
             raise OnnxCheckError(f"{shown}: initializer '{t.name}': external data file '{loc}' "
                                 "is missing")
-    try:
-        onnx.load_external_data_for_model(model, base)
-    except Exception as e:  # noqa: BLE001
-        raise OnnxCheckError(f"{shown}: cannot read its external data: {e}") from e
-    return model, external
+    return model, base if external else None
+
+
+def _array(t: onnx.TensorProto, base: str | None) -> np.ndarray:
+    """An initializer's value; external data is mapped from its file (copy-on-write: read
+    lazily, never written back), not read into memory."""
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    if base is None or not uses_external_data(t):
+        return numpy_helper.to_array(t)
+    info = ExternalDataInfo(t)
+    dtype = _np_dtype(t.data_type).newbyteorder("<")
+    shape = tuple(int(d) for d in t.dims)
+    path = os.path.join(base, info.location)
+    if _numel(shape) <= 1024:
+        return np.fromfile(path, dtype=dtype, count=_numel(shape),
+                           offset=info.offset or 0).reshape(shape)
+    return np.memmap(path, dtype=dtype, mode="c", offset=info.offset or 0, shape=shape)
 
 
 def _opset(model: onnx.ModelProto) -> int:
@@ -192,15 +208,15 @@ Shapes = dict[str, tuple[list[int | str | None], int]]  # tensor -> (dims, elem_
 _INT_TYPES = (onnx.TensorProto.INT64, onnx.TensorProto.INT32)
 
 
-def _analyse(model: onnx.ModelProto) -> tuple[Shapes, _Consts]:
+def _analyse(model: onnx.ModelProto, base: str | None) -> tuple[Shapes, _Consts]:
     """Shapes and the values known when lowering. ONNX shape inference loses static dims
     behind shape arithmetic (Shape -> Gather -> Concat -> Expand/Reshape); so integer
     tensors whose values `_Consts` computes are given to the next round of inference as
     constants, until nothing new is learnt (the model itself is not changed)."""
     folded: dict[str, np.ndarray] = {}
     for _ in range(6):
-        shapes = _infer(model, folded)
-        consts = _Consts(model, shapes)
+        shapes = _infer(model, folded, base)
+        consts = _Consts(model, shapes, base)
         new = {}
         for n in model.graph.node:
             if n.op_type == "Constant" or n.domain not in ("", "ai.onnx"):
@@ -218,7 +234,8 @@ def _analyse(model: onnx.ModelProto) -> tuple[Shapes, _Consts]:
     return shapes, consts
 
 
-def _infer(model: onnx.ModelProto, folded: Mapping[str, np.ndarray]) -> Shapes:
+def _infer(model: onnx.ModelProto, folded: Mapping[str, np.ndarray], base: str | None
+           ) -> Shapes:
     """Every tensor's (dims, elem_type) from ONNX shape inference, run on a light copy whose
     large initializers are declared as typed inputs instead (a >2 GB model infers too) and
     whose nodes computing only `folded` values are those values."""
@@ -238,7 +255,8 @@ def _infer(model: onnx.ModelProto, folded: Mapping[str, np.ndarray]) -> Shapes:
             g.node.append(n)
     for t in model.graph.initializer:
         if _numel(t.dims) <= 1024:
-            g.initializer.append(t)
+            g.initializer.append(numpy_helper.from_array(_array(t, base), t.name)
+                                 if base is not None else t)
         else:
             g.input.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
     inferred = onnx.shape_inference.infer_shapes(light, strict_mode=False, data_prop=True)
@@ -264,9 +282,8 @@ class _Consts:
     _NONDET = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
                "Multinomial", "Bernoulli", "Dropout"} | set(_SUBGRAPH_OPS)
 
-    def __init__(self, model: onnx.ModelProto,
-                 shapes: dict[str, tuple[list[int | str | None], int]]) -> None:
-        self.g = model.graph
+    def __init__(self, model: onnx.ModelProto, shapes: Shapes, base: str | None) -> None:
+        self.g, self.base = model.graph, base
         self.opsets = {o.domain or "": o.version for o in model.opset_import}
         self.shapes = shapes
         self.init = {t.name: t for t in self.g.initializer}
@@ -282,7 +299,7 @@ class _Consts:
 
     def _value(self, name: str, depth: int) -> np.ndarray | None:
         if name in self.init:
-            return numpy_helper.to_array(self.init[name])
+            return _array(self.init[name], self.base)
         n = self.producer.get(name)
         if n is None or depth > 200 or n.domain not in ("", "ai.onnx"):
             return None
@@ -334,6 +351,18 @@ def _eval(node: onnx.NodeProto, inputs: list[np.ndarray | None], opsets: dict[st
 
 
 # ---------------------------------------------------------------------------- semantics
+
+
+def _finite(v: np.ndarray) -> bool:
+    """No NaN, inf or -0.0 (what `passes/_common.known_finite` asks of a parameter)."""
+    if not np.issubdtype(v.dtype, np.floating):
+        return True
+    flat = v.reshape(-1)
+    for i in range(0, flat.size, 1 << 22):  # in chunks: a mapped table is never read whole
+        c = flat[i:i + (1 << 22)]
+        if not np.isfinite(c).all() or ((c == 0) & np.signbit(c)).any():
+            return False
+    return True
 
 
 def _attrs(node: onnx.NodeProto) -> dict[str, Any]:
@@ -616,9 +645,17 @@ def _plan_node(index: int, node: onnx.NodeProto, consts: _Consts, shapes: Shapes
         res.detail = sem
         return res
     const_pos = {k: v for k, v in enumerate(values) if v is not None}
+    big: dict[int, np.ndarray] = {}
+    kwargs = dict(lower_kwargs)
+    if node.op_type in GATHER_OPS and 0 in const_pos and const_pos[0].size > _BIG_CONST:
+        # a large constant table is read as an input of the small module, so no copy of it
+        # is traced, exported or hashed; what the passes would learn from it as a constant
+        # (its finiteness: no NaN/inf/-0.0 code path) is computed here, for its only float
+        big[0] = const_pos.pop(0)  # source, the data
+        kwargs["assume_finite"] = kwargs["assume_finite"] or _finite(big[0])
     runtime = [ins[k] for k in range(len(ins)) if k not in const_pos]
     key = hashlib.sha1(repr((node.op_type, sorted(attrs.items()), dims, types, opset,
-                             sorted(lower_kwargs.items()))).encode())
+                             sorted(kwargs.items()))).encode())
     for k, v in sorted(const_pos.items()):
         key.update(str(k).encode() + np.ascontiguousarray(v).tobytes())
     digest = key.hexdigest()
@@ -629,6 +666,7 @@ def _plan_node(index: int, node: onnx.NodeProto, consts: _Consts, shapes: Shapes
                                                      "ScatterElements", "Scatter") else None)
         examples: list[torch.Tensor] = []
         consts_t: dict[int, torch.Tensor] = {}
+        draws: list[list[torch.Tensor]] = [[], []]  # verification's runs besides the example
         for k, (d_k, t) in enumerate(zip(dims, types, strict=True)):
             rng = None
             if k == 1:
@@ -639,13 +677,20 @@ def _plan_node(index: int, node: onnx.NodeProto, consts: _Consts, shapes: Shapes
                     rng = min(dims[0][b:b + d_k[-1]] or [1])
             if k in const_pos:
                 consts_t[k] = torch.from_numpy(np.array(const_pos[k]))
+            elif k in big:  # the file's own table, mapped: every run reads it, none copies it
+                table = torch.from_numpy(np.asarray(big[k]))
+                examples.append(table)
+                for run in draws:
+                    run.append(table)
             else:
                 examples.append(_example(d_k, _np_dtype(t), rng, gen))
+                for run in draws:
+                    run.append(_example(d_k, _np_dtype(t), rng, gen))
         cls = _BY_ARITY[len(examples)]
         mod = cls(sem, consts_t, len(ins)).eval()
         try:
             lowered = lower(mod, tuple(examples), tracer="export", on_forbidden="warn",
-                            **lower_kwargs)
+                            verify_inputs=[tuple(run) for run in draws], **kwargs)
         except Exception as e:  # noqa: BLE001 - the PyTorch path refused: say why
             res.detail = f"fxlower.lower refused it: {e}"
             return res
@@ -671,22 +716,43 @@ def _plan_node(index: int, node: onnx.NodeProto, consts: _Consts, shapes: Shapes
 
 
 def _assemble(model: onnx.ModelProto, reps: list[_Replacement]) -> onnx.ModelProto:
-    """The model with these replacements spliced in; initializers only the replaced nodes
-    read are dropped (the file never grows by what it no longer needs)."""
+    """The model with these replacements spliced in. The file never grows by what it no
+    longer needs or already holds: initializers only the replaced nodes read are dropped,
+    and the constants of the spliced subgraphs are stored once per content (nodes lowered
+    alike share their masks and selection matrices)."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
     by_index = {r.index: r for r in reps}
     g = out.graph
+    alias: dict[str, str] = {}  # a spliced constant -> the first one of the same content
+    first: dict[str, str] = {}
+    added = []
+    for r in reps:
+        for t in r.initializers:
+            if t.name in r.node.output:  # a folded node's value keeps the node's output name
+                added.append(t)
+                continue
+            a = numpy_helper.to_array(t)
+            digest = hashlib.sha1(repr((a.dtype.str, a.shape)).encode() + a.tobytes()).hexdigest()
+            if digest in first:
+                alias[t.name] = first[digest]
+            else:
+                first[digest] = t.name
+                added.append(t)
     new_nodes: list[onnx.NodeProto] = []
     for k, n in enumerate(g.node):
-        r = by_index.get(k)
-        if r is None:
+        rep = by_index.get(k)
+        if rep is None:
             new_nodes.append(n)
-        else:
-            new_nodes.extend(r.nodes)
+            continue
+        for m in rep.nodes:
+            if any(i in alias for i in m.input):
+                m = copy.deepcopy(m)
+                m.input[:] = [alias.get(i, i) for i in m.input]
+            new_nodes.append(m)
     del g.node[:]
     g.node.extend(new_nodes)
-    g.initializer.extend(t for r in reps for t in r.initializers)
+    g.initializer.extend(added)
     replaced_inputs = {i for r in reps for i in r.node.input}
     used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
     used |= _subgraph_inputs(g)
@@ -722,23 +788,23 @@ def lower_onnx(
     from .targets import get_target
 
     source = "<model>" if isinstance(model, onnx.ModelProto) else os.fspath(model)
+    base: str | None = None
     if isinstance(model, onnx.ModelProto):
         m = onnx.ModelProto()
         m.CopyFrom(model)
-        external = False
     else:
-        m, external = load(model)
+        m, base = load(model)
     opset = _opset(m)
     if opset < _MIN_OPSET:
         raise LoweringError(f"{source}: opset {opset}; fxlower lowers ONNX files of opset "
                             f"{_MIN_OPSET} and newer (onnx.version_converter can raise it)")
     tgt = get_target(target)
-    report = OnnxReport(source, opset, external_data=external)
+    report = OnnxReport(source, opset, external_data=base is not None)
     report.ops_before = _op_counts(m.graph)
     original = onnx.ModelProto()
     original.CopyFrom(m)
     report.bound = _bind_inputs(m, input_shapes or {})
-    shapes, consts = _analyse(m)
+    shapes, consts = _analyse(m, base)
     inits = {t.name for t in m.graph.initializer}
     inputs_static = all(all(isinstance(d, int) and d > 0 for d in _dims(i.type.tensor_type))
                         for i in m.graph.input if i.name not in inits)
@@ -767,7 +833,15 @@ def lower_onnx(
             report.nodes.append(got.result)
     out = _assemble(m, reps)
     if verify and reps:
-        out, reps = _verify(original, m, out, reps, report, verify_inputs, draws)
+        path = None if isinstance(model, onnx.ModelProto) else os.fspath(model)
+        out, reps = _verify(original, path, m, base, out, reps, report, verify_inputs, draws)
+    if base is not None:  # what fits one protobuf comes back whole; larger stays in base
+        size = sum(int(e.value) for t in _external_tensors(out) for e in t.external_data
+                   if e.key == "length")
+        if size + out.ByteSize() < _TWO_GB:
+            onnx.load_external_data_for_model(out, base)
+        else:
+            report.data_dir = base
     report.ops_after = _op_counts(out.graph)
     report.remaining = [f"{r.op_type} '{r.name}': {r.detail}" for r in report.nodes
                         if r.status == "refused"]
@@ -871,37 +945,43 @@ def _session(model: onnx.ModelProto, path: str | None = None) -> Any:
                                 providers=["CPUExecutionProvider"])
 
 
-def _run(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
-    if model.ByteSize() >= _TWO_GB:
-        with tempfile.TemporaryDirectory() as d:
-            p = os.path.join(d, "m.onnx")
-            onnx.save_model(model, p, save_as_external_data=True, location="m.data")
-            sess = _session(model, p)
-            return [sess.run(None, f) for f in feeds]
-    sess = _session(model)
-    return [sess.run(None, f) for f in feeds]
+def _run(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]], base: str | None,
+         path: str | None = None) -> list[list[np.ndarray]]:
+    """onnxruntime on `model` (from `path` when it is the user's file as it is; a model
+    whose tensors stay in files under `base` is written to a temporary folder beside links
+    to them, since onnxruntime reads external data only from the model's own folder)."""
+    if path is not None:
+        sess = _session(model, path)
+        return [sess.run(None, f) for f in feeds]
+    if base is None or not uses_external_data(model):
+        sess = _session(model)
+        return [sess.run(None, f) for f in feeds]
+    with tempfile.TemporaryDirectory() as d:
+        _materialise(model, base, Path(d), "m.onnx", link=True)
+        sess = _session(model, os.path.join(d, "m.onnx"))
+        return [sess.run(None, f) for f in feeds]
 
 
-def _verify(original: onnx.ModelProto, bound: onnx.ModelProto, out: onnx.ModelProto,
-            reps: list[_Replacement], report: OnnxReport,
-            verify_inputs: Sequence[Mapping[str, np.ndarray]] | None, draws: int
-            ) -> tuple[onnx.ModelProto, list[_Replacement]]:
+def _verify(original: onnx.ModelProto, original_path: str | None, bound: onnx.ModelProto,
+            base: str | None, out: onnx.ModelProto, reps: list[_Replacement],
+            report: OnnxReport, verify_inputs: Sequence[Mapping[str, np.ndarray]] | None,
+            draws: int) -> tuple[onnx.ModelProto, list[_Replacement]]:
     """onnxruntime on the input file and the output file, the same inputs; a mismatch is
     bisected to the replacement that causes it, which is left out."""
     from .verify import compare
 
-    shapes = _infer(bound, {})
+    shapes = _infer(bound, {}, base)
     feeds = ([dict(v) for v in verify_inputs] if verify_inputs is not None
              else _feeds(bound, shapes, draws))
     try:
-        refs = _run(original, feeds)
+        refs = _run(original, feeds, base, original_path)
     except Exception as e:  # noqa: BLE001
         raise OnnxCheckError(f"{report.source}: onnxruntime cannot run the input file: "
                             f"{str(e).strip().splitlines()[0] if str(e).strip() else e}") from e
 
     def mismatch(model: onnx.ModelProto) -> str:
         try:
-            got = _run(model, feeds)
+            got = _run(model, feeds, base)
         except Exception as e:  # noqa: BLE001
             return f"onnxruntime cannot run it: {(str(e).strip().splitlines() or [''])[0]}"
         for ref, g in zip(refs, got, strict=True):
@@ -940,27 +1020,77 @@ def _verify(original: onnx.ModelProto, bound: onnx.ModelProto, out: onnx.ModelPr
 # ---------------------------------------------------------------------------- writing
 
 
-def save(model: onnx.ModelProto, path: str | os.PathLike[str], *, external: bool) -> None:
+def save(model: onnx.ModelProto, path: str | os.PathLike[str], *, external: bool,
+         data_dir: str | None = None) -> None:
     """Write `model` at `path` all at once (into a temporary folder beside it, then moved):
     never a partial file. With `external` (or a model over 2 GB) the tensors go to
-    `<name>.data` beside it."""
+    `<name>.data` beside it; tensors the model still keeps in files under `data_dir` (the
+    input's folder, for models over 2 GB: `OnnxReport.data_dir`) are streamed there too."""
     dest = Path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    external = external or model.ByteSize() >= _TWO_GB
     tmp = Path(tempfile.mkdtemp(prefix=".fxlower-", dir=dest.parent))
     try:
         data_name = dest.name + ".data"
-        if external:
+        if data_dir is not None and uses_external_data(model):
+            _materialise(model, data_dir, tmp, dest.name, link=False)
+        elif external or model.ByteSize() >= _TWO_GB:
             onnx.save_model(model, str(tmp / dest.name), save_as_external_data=True,
                             all_tensors_to_one_file=True, location=data_name,
                             size_threshold=1024)
-            if (tmp / data_name).exists():
-                os.replace(tmp / data_name, dest.parent / data_name)
         else:
             onnx.save_model(model, str(tmp / dest.name))
+        if (tmp / data_name).exists():
+            os.replace(tmp / data_name, dest.parent / data_name)
         os.replace(tmp / dest.name, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _materialise(model: onnx.ModelProto, base: str, folder: Path, name: str, *, link: bool
+                 ) -> None:
+    """`folder/name` with the external data of `model` (files under `base`) beside it:
+    `link`: each file linked (or copied) under its own location, for a temporary model;
+    otherwise streamed into one `name.data`, offsets moved, for the output."""
+    from onnx.external_data_helper import _get_all_tensors
+    from onnx.external_data_helper import uses_external_data as uses
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    tensors = [t for t in _get_all_tensors(m) if uses(t)]
+    locations = list(dict.fromkeys(
+        next(e.value for e in t.external_data if e.key == "location") for t in tensors))
+    if link:
+        for loc in locations:
+            dst = folder / loc
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(os.path.join(base, loc), dst)
+            except OSError:  # another file system
+                shutil.copyfile(os.path.join(base, loc), dst)
+    else:
+        start: dict[str, int] = {}
+        with open(folder / f"{name}.data", "wb") as out:
+            for loc in locations:
+                start[loc] = out.tell()
+                with open(os.path.join(base, loc), "rb") as src:
+                    shutil.copyfileobj(src, out, 1 << 24)
+        for t in tensors:
+            entries = {e.key: e.value for e in t.external_data}
+            entries["offset"] = str(int(entries.get("offset", 0)) + start[entries["location"]])
+            entries["location"] = f"{name}.data"
+            del t.external_data[:]
+            for k, v in entries.items():
+                e = t.external_data.add()
+                e.key, e.value = k, v
+    with open(folder / name, "wb") as f:
+        f.write(m.SerializeToString())
+
+
+def _external_tensors(model: onnx.ModelProto) -> list[onnx.TensorProto]:
+    from onnx.external_data_helper import _get_all_tensors
+    from onnx.external_data_helper import uses_external_data as uses
+
+    return [t for t in _get_all_tensors(model) if uses(t)]
 
 
 def uses_external_data(model: onnx.ModelProto) -> bool:
