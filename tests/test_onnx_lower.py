@@ -412,3 +412,19 @@ def test_a_model_too_large_for_one_protobuf_keeps_its_data_outside(tmp_path: Pat
     b = ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"]).run(None, {"ids": ids})
     for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(x, y)
+
+
+def test_a_target_keeps_what_it_runs() -> None:
+    tgt = fxlower.Target(name="nd-less", forbid={"GatherND"})
+    m = make([h.make_node("Gather", ["x", "i"], ["y"], axis=0, name="g"),
+              h.make_node("GatherND", ["x", "j"], ["z"], name="nd")],
+             [vi("x", F, [5, 2]), vi("i", T.INT64, [3]), vi("j", T.INT64, [4, 1])],
+             [vi("y", F, [3, 2]), vi("z", F, [4, 2])])
+    out, rep = fxlower.lower_onnx(m, target=tgt)
+    by = {r.name: r for r in rep.nodes}
+    assert by["g"].status == "kept" and "runs Gather" in by["g"].detail
+    assert by["nd"].status == "lowered"
+    assert counts(out)["GatherND"] == 0  # (as a Gather, which this target runs)
+    assert check_model(out, target=tgt).ok
+    same(m, out, {"x": RNG.standard_normal((5, 2)).astype(np.float32),
+                  "i": RNG.integers(-5, 5, 3), "j": RNG.integers(-5, 5, (4, 1))})
