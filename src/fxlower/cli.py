@@ -78,6 +78,7 @@ def _is_onnx(spec: str) -> bool:
 def _lower_onnx(args: argparse.Namespace) -> tuple[Any, Any]:
     import numpy as np
 
+    from .errors import LoweringError
     from .onnx_lower import lower_onnx, parse_input_shapes
 
     runs = None
@@ -89,9 +90,16 @@ def _lower_onnx(args: argparse.Namespace) -> tuple[Any, Any]:
                     runs.append({k: data[k] for k in data.files})
             except (OSError, ValueError) as e:
                 raise FxlowerError(f"--verify-inputs {f}: cannot read it as .npz: {e}") from e
-    return lower_onnx(args.spec, target=args.target, input_shapes=parse_input_shapes(
-        args.input_shape or []), assume_finite=args.assume_finite, verify=not args.no_verify,
-        verify_inputs=runs)
+    try:
+        return lower_onnx(args.spec, target=args.target, input_shapes=parse_input_shapes(
+            args.input_shape or []), assume_finite=args.assume_finite,
+            verify=not args.no_verify, verify_inputs=runs)
+    except FxlowerError:
+        raise
+    except Exception as e:  # one line, never a traceback: a file fxlower did not foresee
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise LoweringError(f"{args.spec}: lowering failed: {type(e).__name__}: {first} "
+                            "(please report it with the file)") from e
 
 
 def _cmd_lower_onnx(args: argparse.Namespace) -> int:
