@@ -37,6 +37,7 @@ from fxlower.check import (
     check_model,
     parse_op_list,
 )
+from fxlower.cli import main
 from fxlower.errors import OnnxCheckError
 from fxlower.testing import assert_no_forbidden_ops
 
@@ -435,15 +436,29 @@ def test_external_data_is_never_read(tmp_path: Path, monkeypatch: pytest.MonkeyP
         return real_open(file, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "open", spy_open)
-    result = check_file(path)
+    with pytest.raises(OnnxCheckError, match=r"'\.\./\.\./etc/passwd', outside the model's folder"):
+        check_file(path)  # invalid ONNX (onnx's checker rejects it too): not judged, exit 2
     monkeypatch.undo()
-
     assert opened == [str(path)]  # the model file and nothing else
-    assert result.violations == [Violation("GatherElements", "", "ge", "graph")]
-    assert result.n_nodes == 2
+
     # the default onnx.load would try to follow the location (and fail or refuse)
     with pytest.raises(Exception):  # noqa: B017 - onnx raises ValidationError or OSError
         onnx.load(path)
+
+    # the same data inside the folder: checked, still never opened (its size is stat'ed)
+    (tmp_path / "w.bin").write_bytes(b"\0" * 4096)
+    for e in weight.external_data:
+        if e.key == "location":
+            e.value = "w.bin"
+    model = _model(nodes, inputs, [_vi("y")], initializers=[weight], validate=False)
+    path = _save(model, tmp_path / "ext_ok.onnx")
+    opened.clear()
+    monkeypatch.setattr(builtins, "open", spy_open)
+    result = check_file(path)
+    monkeypatch.undo()
+    assert opened == [str(path)]
+    assert result.violations == [Violation("GatherElements", "", "ge", "graph")]
+    assert result.n_nodes == 2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -606,3 +621,45 @@ def test_torch_dynamo_export_of_gather_is_flagged(tmp_path: Path) -> None:
     result = check_file(path)
     assert "GatherElements" in {v.op_type for v in result.violations}
     assert "GatherElements" in result.format()
+
+
+# ---------------------------------------------------------------------------------------------
+# validate before judging (issue 15): files onnx's checker rejects are exit 2, one line
+
+
+def _one_line_exit_2(path: Path, fragment: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(path) in err[0] and fragment in err[0], err
+
+
+def test_a_tensor_declaring_more_than_any_file_can_hold(tmp_path: Path, capsys) -> None:
+    big = TensorProto(name="big", data_type=FLOAT, dims=[2**31, 2**31, 2**20])
+    model = _model([helper.make_node("Identity", ["big"], ["y"])], [],
+                   [_vi("y", shape=[2**31, 2**31, 2**20])], initializers=[big], validate=False)
+    _one_line_exit_2(_save(model, tmp_path / "big.onnx"), "more than any file can hold", capsys)
+
+
+def test_stored_data_shorter_than_declared(tmp_path: Path, capsys) -> None:
+    t = helper.make_tensor("t", FLOAT, [2, 2], [1.0, 2.0, 3.0, 4.0], raw=False)
+    t.dims[0] = 5  # declares 10 values, holds 4
+    model = _model([helper.make_node("Identity", ["t"], ["y"])], [], [_vi("y", shape=[5, 2])],
+                   initializers=[t], validate=False)
+    _one_line_exit_2(_save(model, tmp_path / "short.onnx"), "onnx.checker", capsys)
+
+
+def test_external_data_shorter_than_declared_is_caught_by_its_size(tmp_path: Path,
+                                                                   capsys) -> None:
+    w = TensorProto(name="w", data_type=FLOAT, dims=[1024], data_location=TensorProto.EXTERNAL)
+    for key, value in [("location", "w.bin"), ("offset", "0")]:
+        w.external_data.add(key=key, value=value)
+    (tmp_path / "w.bin").write_bytes(b"\0" * 100)  # 4096 bytes declared
+    model = _model([helper.make_node("Relu", ["w"], ["y"])], [], [_vi("y", shape=[1024])],
+                   initializers=[w], validate=False)
+    _one_line_exit_2(_save(model, tmp_path / "m.onnx"), "holds 100 bytes", capsys)
+
+
+def test_an_op_onnx_does_not_know(tmp_path: Path, capsys) -> None:
+    model = _model([helper.make_node("NoSuchOp", ["x"], ["y"])], [_vi("x")], [_vi("y")],
+                   validate=False)
+    _one_line_exit_2(_save(model, tmp_path / "m.onnx"), "NoSuchOp", capsys)

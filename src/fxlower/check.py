@@ -642,12 +642,85 @@ def check_file(
         raise OnnxCheckError(
             f"{shown}: not an ONNX model: the file decodes as protobuf but holds no graph"
         )
+    validate(model, os.path.dirname(os.path.abspath(path)), shown)
     try:
         result = check_model(model, forbid=forbid, allow=allow, target=target)
     except OnnxCheckError as e:
         raise OnnxCheckError(f"{shown}: {e}") from e
     result.path = shown
     return result
+
+
+_MAX_ELEMS = 2**62  # no tensor a file can mean holds more elements
+
+
+def validate(model: ModelProto, folder: str, shown: str) -> None:
+    """Judge only a valid file: raise OnnxCheckError naming the first problem of a model
+    onnx's own checker rejects, of an external-data reference (absolute, leaving `folder`,
+    missing, or shorter than the tensor it declares: the file is only stat'ed, never read),
+    or of a tensor declaring more elements than any file could hold. The checker runs on a
+    copy whose external initializers are declared inputs instead (it would otherwise look for
+    their files relative to the working directory)."""
+    from onnx.external_data_helper import ExternalDataInfo, _get_all_tensors, uses_external_data
+
+    base = os.path.realpath(folder)
+    external: set[str] = set()
+    for t in _get_all_tensors(model):
+        numel = 1
+        for d in t.dims:
+            if d < 0:
+                raise OnnxCheckError(f"{shown}: tensor '{t.name}' declares a negative dim {d}")
+            numel *= d
+        if numel > _MAX_ELEMS:
+            raise OnnxCheckError(f"{shown}: tensor '{t.name}' declares {numel:,} elements "
+                                 f"(dims {list(t.dims)}), more than any file can hold")
+        if not uses_external_data(t):
+            continue
+        external.add(t.name)
+        info = ExternalDataInfo(t)
+        loc = info.location
+        real = os.path.realpath(os.path.join(base, loc))
+        if not loc or os.path.isabs(loc) or os.path.commonpath([base, real]) != base:
+            raise OnnxCheckError(f"{shown}: tensor '{t.name}' keeps its data at '{loc}', "
+                                 "outside the model's folder")
+        try:
+            size = os.stat(real).st_size
+        except OSError as e:
+            raise OnnxCheckError(f"{shown}: tensor '{t.name}': external data file '{loc}' "
+                                 "is missing") from e
+        itemsize = _ITEMSIZE.get(t.data_type)
+        need = numel * itemsize if itemsize else None
+        length = info.length if info.length else need
+        if need is not None and length is not None and length != need:
+            raise OnnxCheckError(f"{shown}: tensor '{t.name}' declares {need:,} bytes of data "
+                                 f"(dims {list(t.dims)}) but its external data has {length:,}")
+        if length is not None and (info.offset or 0) + length > size:
+            raise OnnxCheckError(f"{shown}: tensor '{t.name}': external data file '{loc}' holds "
+                                 f"{size:,} bytes, the tensor needs bytes up to "
+                                 f"{(info.offset or 0) + length:,}")
+    light = ModelProto()
+    light.CopyFrom(model)
+    if external:
+        keep = [t for t in light.graph.initializer if t.name not in external]
+        moved = [t for t in light.graph.initializer if t.name in external]
+        del light.graph.initializer[:]
+        light.graph.initializer.extend(keep)
+        declared = {i.name for i in light.graph.input}
+        light.graph.input.extend(onnx.helper.make_tensor_value_info(t.name, t.data_type,
+                                                                    list(t.dims))
+                                 for t in moved if t.name not in declared)
+    try:
+        onnx.checker.check_model(light)
+    except Exception as e:  # noqa: BLE001 - the checker's own words, first line
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise OnnxCheckError(f"{shown}: not a valid ONNX model (onnx.checker): {first}") from e
+
+
+_ITEMSIZE: dict[int, int] = {TensorProto.FLOAT: 4, TensorProto.DOUBLE: 8, TensorProto.FLOAT16: 2,
+             TensorProto.BFLOAT16: 2, TensorProto.INT8: 1, TensorProto.UINT8: 1,
+             TensorProto.INT16: 2, TensorProto.UINT16: 2, TensorProto.INT32: 4,
+             TensorProto.UINT32: 4, TensorProto.INT64: 8, TensorProto.UINT64: 8,
+             TensorProto.BOOL: 1, TensorProto.COMPLEX64: 8, TensorProto.COMPLEX128: 16}
 
 
 def _decode_cause(error: ProtobufError) -> str:
