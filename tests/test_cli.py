@@ -204,16 +204,16 @@ def test_check_against_a_target(tmp_path: Path) -> None:
     path = _topk_model(tmp_path / "topk.onnx")
     r = run("check", str(path))  # generic: the Gather is forbidden
     assert r.returncode == 1 and "forbidden op Gather (node 'gather0')" in r.stdout
-    r = run("check", str(path), "--target", "rknn2")  # rknn2 has Gather, lacks TopK
+    r = run("check", str(path), "--target", "rknn2@1.4.0")  # rknn2 has Gather, lacks TopK
     assert r.returncode == 1
     assert "forbidden op TopK (node 'topk0') in graph" in r.stdout
     assert "Gather" not in r.stdout
-    assert "FAILED: 1 violation (TopK x1) in 4 nodes, target rknn2" in r.stdout
+    assert "FAILED: 1 violation (TopK x1) in 4 nodes, target rknn2@1.4.0" in r.stdout
     # explicit flags on top of a profile: --allow lifts, --forbid adds
-    r = run("check", str(path), "--target", "rknn2", "--allow", "TopK")
+    r = run("check", str(path), "--target", "rknn2@1.4.0", "--allow", "TopK")
     assert r.returncode == 0, r.stdout
-    assert "ok (4 nodes checked, no forbidden ops, target rknn2)" in r.stdout
-    r = run("check", str(path), "--target", "rknn2", "--allow", "TopK", "--forbid", "Relu")
+    assert "ok (4 nodes checked, no forbidden ops, target rknn2@1.4.0)" in r.stdout
+    r = run("check", str(path), "--target", "rknn2@1.4.0", "--allow", "TopK", "--forbid", "Relu")
     assert r.returncode == 1 and "forbidden op Relu" in r.stdout and "TopK" not in r.stdout
     # a target without int64: the int64 input and the Add's output are reported
     r = run("check", str(path), "--target", "ethos-u55")
@@ -228,7 +228,7 @@ def test_check_unknown_target_exits_2_naming_the_known_ones(tmp_path: Path) -> N
     r = run("check", str(path), "--target", "rknn3")
     assert r.returncode == 2
     assert "unknown target 'rknn3'" in r.stderr
-    for name in ("generic", "rknn2", "kneron", "ethos-u55", "tidl"):
+    for name in ("generic", "rknn2@1.4.0", "kneron", "ethos-u55", "tidl"):
         assert name in r.stderr
     assert "Traceback" not in r.stderr and r.stdout == ""
 
@@ -247,21 +247,21 @@ def test_non_editable_install_ships_the_passes_and_console_script(tmp_path: Path
     # build/lib from before they moved would still ship them: `make clean`
     for tool in ("fuzz.py", "bench.py"):
         assert not (target / "fxlower" / tool).exists(), tool
-    for name in ("generic", "rknn2", "kneron", "ethos-u55", "tidl"):
+    for name in ("generic", "rknn2@1.4.0", "kneron", "ethos-u55", "tidl"):
         assert (target / "fxlower" / "profiles" / f"{name}.json").is_file(), name
     env = dict(os.environ, PYTHONPATH=str(target))
     probe = subprocess.run(
         [sys.executable, "-c",
          "import fxlower, fxlower.passes as p; print(fxlower.__file__); print(len(p.PASSES));"
          "from fxlower.targets import load_profiles, get_target; import fxlower.targets as t;"
-         "print(t.__file__); print(sorted(load_profiles())); print(get_target('rknn2').source)"],
+         "print(t.__file__); print(sorted(load_profiles())); print(get_target('rknn2@1.4.0').source)"],
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
     )
     assert probe.returncode == 0, probe.stderr
     lines = probe.stdout.splitlines()
     assert str(target) in lines[0]
     assert str(target) in lines[2]  # the profiles are read from the installed package
-    assert "'rknn2'" in lines[3] and "'generic'" in lines[3]
+    assert "'rknn2@1.4.0'" in lines[3] and "'generic'" in lines[3]
     assert "RKNNToolKit2_OP_Support-1.4.0.md" in lines[4]
     script = target / "bin" / "fxlower"
     assert script.is_file()

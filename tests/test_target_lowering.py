@@ -45,22 +45,22 @@ def _lower(target, inputs, **kw):
 
 def test_rknn2_keeps_native_gather_and_lowers_the_rest(tmp_path) -> None:
     inputs = _inputs()
-    lowered = _lower("rknn2", inputs)
+    lowered = _lower("rknn2@1.4.0", inputs)
     report = fxlower.report_of(lowered)
     native = {s.op: s.reason for s in skipped(lowered) if "natively" in s.reason}
-    assert native["nn.Embedding 'emb'"] == "target 'rknn2' runs Gather natively"
-    assert native["indexing 'getitem'"] == "target 'rknn2' runs Gather natively"  # idx[0]
+    assert native["nn.Embedding 'emb'"] == "target 'rknn2@1.4.0' runs Gather natively"
+    assert native["indexing 'getitem'"] == "target 'rknn2@1.4.0' runs Gather natively"  # idx[0]
     assert {a.pass_name for a in report.applied} == {"index_to_mask_matmul", "gather_to_mask_matmul"}
     assert all("arithmetic" not in a.detail for a in report.applied)  # rknn2 has Equal
     assert_same_outputs(Mixed().eval()(*inputs), lowered(*inputs))
     path = tmp_path / "m.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fxlower.export(Mixed().eval(), inputs, path, target="rknn2")
+        fxlower.export(Mixed().eval(), inputs, path, target="rknn2@1.4.0")
     lowered_ops = set(check_file(path).op_counts)
     assert "Gather" in lowered_ops and not {"GatherElements", "GatherND"} & lowered_ops
     assert "Floor" not in lowered_ops  # rknn2 has no Floor: the class codes are not packed
-    result = check_file(path, target="rknn2")
+    result = check_file(path, target="rknn2@1.4.0")
     assert result.ok, result.format()
 
 
@@ -108,8 +108,8 @@ def test_scatter_rewrites_name_what_a_target_lacks() -> None:
             return x.index_add(0, i, v)
 
     inputs = (torch.randn(4, 3), torch.tensor([1, 1, 3]), torch.randn(3, 3))
-    with pytest.raises(fxlower.LoweringError, match=r"target 'rknn2' lacks .*Floor"):
-        _lower_model(Put(), inputs, "rknn2")
+    with pytest.raises(fxlower.LoweringError, match=r"target 'rknn2@1.4.0' lacks .*Floor"):
+        _lower_model(Put(), inputs, "rknn2@1.4.0")
     with pytest.raises(fxlower.LoweringError, match=r"target 'nochips64' has no int64"):
         _lower_model(Put(), inputs, fxlower.Target(name="nochips64", forbid={"ScatterND"},
                                                   int64=False))

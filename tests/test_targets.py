@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import subprocess
+import sys
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -41,7 +43,7 @@ from fxlower.testing import assert_no_forbidden_ops
 
 OPSET = 17
 FLOAT, INT64, INT32, BOOL = TensorProto.FLOAT, TensorProto.INT64, TensorProto.INT32, TensorProto.BOOL
-PROFILES = ["ethos-u55", "generic", "kneron", "kneron-520", "rknn2", "tidl"]
+PROFILES = ["ethos-u55", "generic", "kneron", "kneron-520", "rknn2@1.4.0", "rknn2@2.x", "tidl"]
 NO_INT64 = Target(name="no-int64", int64=False)
 
 ONNX_OPS = {s.name for s in onnx.defs.get_all_schemas_with_history()}
@@ -152,16 +154,41 @@ def test_generic_is_the_default_and_matches_default_forbidden() -> None:
 
 
 def test_no_profile_has_scatter_elements() -> None:
-    # every published list lacks ScatterElements (TIDL maps only ScatterND, constrained)
+    # every published list lacks ScatterElements (TIDL maps only ScatterND, constrained) and
+    # GatherND; GatherElements only RKNN-Toolkit2 2.x lists
     for target in load_profiles().values():
         assert not target.allows("ScatterElements"), target.name
         assert not target.allows("Scatter"), target.name
-        assert not target.allows("GatherElements"), target.name
         assert not target.allows("GatherND"), target.name
+        assert target.allows("GatherElements") == (target.name == "rknn2@2.x"), target.name
+
+
+def test_rknn2_versions_differ_where_their_tables_differ() -> None:
+    old, new = get_target("rknn2@1.4.0"), get_target("rknn2@2.x")
+    for op in ("GatherElements", "ScatterND", "LayerNormalization", "Erf", "Expand", "And"):
+        assert not old.allows(op) and new.allows(op), op  # listed from 2.x (1.5.0, 2.1.0...)
+    for op in ("Det", "ReduceSumSquare"):
+        assert old.allows(op) and not new.allows(op), op  # "Not Supported" in 2.3.2
+    for op in ("Gather",):
+        assert old.allows(op) and new.allows(op)
+    for op in ("GatherND", "ScatterElements"):
+        assert not old.allows(op) and not new.allows(op)
+    assert "2.3.2" in new.title and "1.4.0" in old.title
+
+
+def test_a_bare_versioned_name_means_the_newest_and_says_so() -> None:
+    t = get_target("rknn2")
+    assert t.name == "rknn2@2.x" and t.allows("GatherElements")
+    assert "'rknn2' means the newest packaged version, rknn2@2.x" in t.remarks[-1]
+    assert get_target("RKNN2").name == "rknn2@2.x"
+    r = subprocess.run([sys.executable, "-m", "fxlower", "targets"], capture_output=True,
+                       text=True, check=True)
+    assert "rknn2@2.x: Rockchip RKNN-Toolkit2 2.3.2" in r.stdout
+    assert "[also 'rknn2', the newest version]" in r.stdout
 
 
 def test_rknn2_facts() -> None:
-    t = get_target("rknn2")
+    t = get_target("rknn2@1.4.0")
     assert t.allow is not None
     assert t.allows("Gather")
     for op in ["GatherElements", "GatherND", "ScatterND", "ScatterElements", "TopK", "NonZero",
@@ -247,10 +274,10 @@ def test_allows_and_forbidden_in() -> None:
 
 
 def test_adjusted_extends_and_lifts() -> None:
-    rknn = get_target("rknn2")
+    rknn = get_target("rknn2@1.4.0")
     assert rknn.adjusted() is rknn
     t = rknn.adjusted(allow={"Expand", "LayerNormalization"}, forbid="Where")
-    assert t.name == "rknn2"
+    assert t.name == "rknn2@1.4.0"
     assert t.allows("Expand") and t.allows("LayerNormalization")
     assert "Expand" not in t.forbid
     assert not t.allows("Where") and "Where" in t.forbid
@@ -264,7 +291,7 @@ def test_adjusted_extends_and_lifts() -> None:
 def test_get_target() -> None:
     t = Target(name="mine", allow={"Add"})
     assert get_target(t) is t
-    assert get_target("RKNN2").name == "rknn2"
+    assert get_target("RKNN2@1.4.0").name == "rknn2@1.4.0"
     with pytest.raises(LoweringError) as info:
         get_target("rknn3")
     message = str(info.value)
@@ -276,8 +303,8 @@ def test_get_target() -> None:
 
 
 def test_describe_names_source_date_int64_and_forbidden_ops() -> None:
-    text = get_target("rknn2").describe()
-    assert text.startswith("rknn2: ")
+    text = get_target("rknn2@1.4.0").describe()
+    assert text.startswith("rknn2@1.4.0: ")
     assert "doc/RKNNToolKit2_OP_Support-1.4.0.md" in text
     assert "read on: " in text and "int64:   yes" in text
     assert "only these 78 ops" in text and "TopK" in text
@@ -318,14 +345,14 @@ def test_topk_under_rknn2() -> None:
         nodes, [_vi("x")], [_vi("y", shape=[3, 2]), _vi("g", shape=[3, 3, 2])],
         initializers=[_const("k", [2])],
     )
-    result = check_model(model, target="rknn2")
+    result = check_model(model, target="rknn2@1.4.0")
     assert result.violations == [Violation("TopK", "", "topk0", "graph")]
     assert result.format().splitlines()[-1] == (
-        "<model>: FAILED: 1 violation (TopK x1) in 3 nodes, target rknn2"
+        "<model>: FAILED: 1 violation (TopK x1) in 3 nodes, target rknn2@1.4.0"
     )
     # the default (generic) flags the Gather instead; rknn2 has Gather
     assert [v.op_type for v in check_model(model).violations] == ["Gather"]
-    assert check_model(model, target="rknn2", allow={"TopK"}).ok
+    assert check_model(model, target="rknn2@1.4.0", allow={"TopK"}).ok
 
 
 def test_equal_and_where_under_kneron() -> None:
@@ -371,9 +398,9 @@ def test_check_file_and_testing_helper_take_a_target(tmp_path: Path) -> None:
     model = _model(nodes, [_vi("x")], [_vi("y")], initializers=[axis])
     path = tmp_path / "cumsum.onnx"
     path.write_bytes(model.SerializeToString())
-    result = check_file(path, target="rknn2")
+    result = check_file(path, target="rknn2@1.4.0")
     assert result.violations == [Violation("CumSum", "", "cumsum0", "graph")]
-    assert result.path == str(path) and result.target == "rknn2"
+    assert result.path == str(path) and result.target == "rknn2@1.4.0"
     assert check_file(path).ok
     assert check_file(path).format() == f"{path}: ok (1 node checked, no forbidden ops)"
     assert check_file(path, target="generic").format() == (
@@ -381,7 +408,7 @@ def test_check_file_and_testing_helper_take_a_target(tmp_path: Path) -> None:
     )
     assert assert_no_forbidden_ops(path).ok
     with pytest.raises(AssertionError, match="forbidden op CumSum"):
-        assert_no_forbidden_ops(path, target="rknn2")
+        assert_no_forbidden_ops(path, target="rknn2@1.4.0")
     with pytest.raises(LoweringError, match="known targets"):
         check_file(path, target="nope")
 
@@ -631,7 +658,7 @@ _FUZZ_BYTES = _fuzz_base()
         max_size=8,
     ),
     cut=st.integers(0, len(_FUZZ_BYTES)),
-    name=st.sampled_from(["ethos-u55", "rknn2", "kneron", "tidl"]),
+    name=st.sampled_from(["ethos-u55", "rknn2@1.4.0", "kneron", "tidl"]),
 )
 def test_fuzz_mutated_model_against_targets(
     tmp_path_factory: pytest.TempPathFactory, edits: list[tuple[int, int]], cut: int, name: str

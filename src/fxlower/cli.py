@@ -53,16 +53,19 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_targets(args: argparse.Namespace) -> int:
-    from .targets import DEFAULT_TARGET, load_profiles
+    from .targets import DEFAULT_TARGET, aliases, load_profiles
 
     profiles = load_profiles()
+    newest = {v: k for k, v in aliases(profiles).items()}
     for i, (name, target) in enumerate(sorted(profiles.items())):
         if i:
             print()
         text = target.describe()
-        if name == DEFAULT_TARGET:
+        tags = (["default"] if name == DEFAULT_TARGET else []) + (
+            [f"also '{newest[name]}', the newest version"] if name in newest else [])
+        if tags:
             first, _, rest = text.partition("\n")
-            text = f"{first}  [default]\n{rest}"
+            text = f"{first}  [{'; '.join(tags)}]\n{rest}"
         print(text)
     return 0
 

@@ -6,7 +6,7 @@ was read, an ``allow`` list (``null``: every op not forbidden), a ``forbid`` lis
 target has int64 tensors, and per-op notes for conditional support ("Gather: single index").
 
     >>> from fxlower.targets import get_target
-    >>> t = get_target("rknn2")
+    >>> t = get_target("rknn2@1.4.0")
     >>> t.allows("Gather"), t.allows("TopK")
     (True, False)
 
@@ -17,6 +17,10 @@ op-name matcher, so ``"Gather"`` matches a node of op type ``Gather`` in any dom
 
 Notes are not checked: they record the conditions under which the source supports an op
 (an allowed ``Gather`` may still be limited to single indices).
+
+Versions: a toolchain whose support list changed between releases has one profile per
+table, named ``<target>@<version>`` (``rknn2@1.4.0``, ``rknn2@2.x``); the bare name means the
+newest packaged version, and says so in its remarks.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from __future__ import annotations
 import json
 import textwrap
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -265,8 +269,33 @@ def get_target(name_or_target: str | Target | None) -> Target:
         )
     profiles = load_profiles()
     key = name_or_target.strip().lower()
-    if key not in profiles:
+    if key in profiles:
+        return profiles[key]
+    versions = sorted((n for n in profiles if n.split("@", 1)[0] == key and "@" in n),
+                      key=_version_key)
+    if not versions:
         raise LoweringError(
-            f"unknown target {name_or_target!r}; known targets: {', '.join(sorted(profiles))}"
+            f"unknown target {name_or_target!r}; known targets: "
+            f"{', '.join(sorted(set(profiles) | set(aliases(profiles))))}"
         )
-    return profiles[key]
+    newest = profiles[versions[-1]]
+    return replace(newest, remarks=newest.remarks + (
+        f"'{key}' means the newest packaged version, {newest.name}; pin one of "
+        f"{', '.join(versions)} to keep a build's verdict stable",))
+
+
+def aliases(profiles: Mapping[str, Target]) -> dict[str, str]:
+    """The bare names of versioned profiles and the newest version each means."""
+    out: dict[str, str] = {}
+    for n in sorted(profiles, key=_version_key):
+        if "@" in n:
+            out[n.split("@", 1)[0]] = n
+    return out
+
+
+def _version_key(name: str) -> tuple[Any, ...]:
+    """`rknn2@2.x` after `rknn2@1.4.0`: numeric parts compared as numbers, `x` as any."""
+    base, _, version = name.partition("@")
+    parts = tuple((10**9 if p == "x" else int(p)) if p == "x" or p.isdigit() else 0
+                  for p in version.split("."))
+    return (base, parts)

@@ -97,7 +97,7 @@ def test_a_target_without_reducemean_keeps_the_pool() -> None:
     assert applied(low, PASS) == []
     (skip,) = [s for s in skipped(low) if s.pass_name == PASS]
     assert skip.reason == "target 'kneron-520' has no ReduceMean"
-    low = lower_quiet(m, (x,), target="rknn2", on_forbidden="warn")
+    low = lower_quiet(m, (x,), target="rknn2@1.4.0", on_forbidden="warn")
     assert len(applied(low, PASS)) == 1
 
 

@@ -218,7 +218,7 @@ def _fmt_shape(s: tuple[int, ...]) -> str:
 
 
 TRACERS = ["symbolic_trace"] * 13 + ["export"] * 2 + ["auto"]
-TARGETS = ["rknn2", "ethos-u55", "tidl", "kneron", "kneron-520"]
+TARGETS = ["rknn2@1.4.0", "ethos-u55", "tidl", "kneron", "kneron-520"]
 
 
 def _options(draw: Any, case_style: str, *, export_only: bool = False) -> tuple[str, dict[str, Any], str]:
