@@ -428,3 +428,15 @@ def test_a_target_keeps_what_it_runs() -> None:
     assert check_model(out, target=tgt).ok
     same(m, out, {"x": RNG.standard_normal((5, 2)).astype(np.float32),
                   "i": RNG.integers(-5, 5, 3), "j": RNG.integers(-5, 5, (4, 1))})
+
+
+def test_a_node_outside_the_targets_condition_is_lowered() -> None:
+    tgt = fxlower.Target(name="one-index", conditions={"Gather": (
+        fxlower.targets.Condition("indices_max_elems", 1, "a single index"),)})
+    m = make([h.make_node("Gather", ["x", "i"], ["y"], axis=0, name="many"),
+              h.make_node("Gather", ["x", "j"], ["z"], axis=0, name="one")],
+             [vi("x", F, [5, 2]), vi("i", T.INT64, [3]), vi("j", T.INT64, [1])],
+             [vi("y", F, [3, 2]), vi("z", F, [1, 2])])
+    out, rep = fxlower.lower_onnx(m, target=tgt)
+    by = {r.name: r.status for r in rep.nodes}
+    assert by == {"many": "lowered", "one": "kept"} and check_model(out, target=tgt).ok

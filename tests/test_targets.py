@@ -17,15 +17,20 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 import pytest
+import torch
+import torch.nn as nn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import FunctionProto, ModelProto, NodeProto, TensorProto, helper
 
+import fxlower
 from fxlower.check import (
     DEFAULT_FORBIDDEN,
     INT64_SHAPE_INPUTS,
+    REASON_CONDITION,
     REASON_INT64,
     Violation,
     check_file,
@@ -35,6 +40,8 @@ from fxlower.errors import LoweringError, OnnxCheckError
 from fxlower.targets import (
     DEFAULT_TARGET,
     GENERIC_FORBIDDEN,
+    Condition,
+    Facts,
     Target,
     get_target,
     load_profiles,
@@ -43,6 +50,7 @@ from fxlower.testing import assert_no_forbidden_ops
 
 OPSET = 17
 FLOAT, INT64, INT32, BOOL = TensorProto.FLOAT, TensorProto.INT64, TensorProto.INT32, TensorProto.BOOL
+FLOAT16 = TensorProto.FLOAT16
 PROFILES = ["ethos-u55", "generic", "kneron", "kneron-520", "rknn2@1.4.0", "rknn2@2.x", "tidl"]
 NO_INT64 = Target(name="no-int64", int64=False)
 
@@ -124,9 +132,13 @@ def test_every_profile_loads_with_source_and_date() -> None:
 def test_profile_json_is_complete_and_consistent(name: str) -> None:
     path = resources.files("fxlower").joinpath("profiles", f"{name}.json")
     data = json.loads(path.read_text(encoding="utf-8"))
-    assert set(data) == {
+    assert set(data) - {"conditions"} == {
         "name", "title", "source", "version", "date", "allow", "forbid", "int64", "notes", "remarks"
     }
+    for op, conditions in data.get("conditions", {}).items():  # conditions on allowed ops,
+        assert op in (data["allow"] or ONNX_OPS) and op not in data["forbid"], op  # quoted
+        for c in conditions:
+            assert set(c) == {"kind", "value", "text", "quote"} and c["quote"] and c["text"]
     assert set(data["source"]) == {"repo", "path", "commit", "url"}
     assert data["name"] == name
     assert isinstance(data["int64"], bool)
@@ -318,8 +330,9 @@ def test_describe_names_source_date_int64_and_forbidden_ops() -> None:
 
 @pytest.mark.parametrize("name", PROFILES)
 def test_profile_flags_exactly_what_it_lacks(name: str) -> None:
-    target = get_target(name)
-    allowed = sorted(target.allow or {"Add", "Conv", "Relu", "MatMul"} - target.forbid)
+    target = get_target(name)  # (ops with conditions: see test_conditions_*)
+    allowed = sorted((target.allow or {"Add", "Conv", "Relu", "MatMul"}) - target.forbid
+                     - set(target.conditions))
     assert check_model(_bag(allowed), target=name).ok
     forbidden = sorted(target.forbid)
     result = check_model(_bag(forbidden + allowed), target=name)
@@ -675,3 +688,66 @@ def test_fuzz_mutated_model_against_targets(
     else:
         text = result.format()
         assert len(text.splitlines()) == (1 if result.ok else len(result.violations) + 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# conditions (issue 15): checked per node in `check`, enforced in `lower`
+
+
+def _gather_model(indices_shape: list[int], const_indices: bool = False) -> ModelProto:
+    table = onnx.numpy_helper.from_array(np.zeros((30, 16), np.float16), "w")
+    inits, inputs = [table], []
+    if const_indices:
+        inits.append(onnx.numpy_helper.from_array(np.zeros(indices_shape, np.int64), "i"))
+    else:
+        inputs.append(helper.make_tensor_value_info("i", INT64, indices_shape))
+    g = helper.make_graph([helper.make_node("Gather", ["w", "i"], ["y"], axis=0, name="emb")],
+                          "g", inputs, [helper.make_tensor_value_info("y", FLOAT16, None)],
+                          initializer=inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)])
+
+
+def test_conditions_index_count_and_rank_are_checked_per_node() -> None:
+    r = check_model(_gather_model([3, 40]), target="kneron")
+    (v,) = r.violations
+    assert v.reason == REASON_CONDITION and v.node_name == "emb"
+    assert v.format() == ("op Gather (node 'emb') in graph breaks a condition: Gather with a "
+                          "single index only (indices numel: 120)")
+    assert check_model(_gather_model([1]), target="kneron").ok
+    assert check_model(_gather_model([]), target="kneron-520").ok
+    assert not check_model(_gather_model([2, 2], const_indices=True), target="kneron").ok
+    (v,) = check_model(_gather_model([3, 40]), target="tidl").violations
+    assert "one-dimensional" in v.detail and "indices rank: 2" in v.detail
+    assert check_model(_gather_model([5]), target="tidl").ok
+    assert check_model(_gather_model([3, 40]), target="rknn2@2.x").ok  # no condition there
+
+
+def test_conditions_unknown_where_nothing_is_known_are_not_met() -> None:
+    c = Condition("indices_max_elems", 1, "single index")
+    assert c.broken(Facts()) == "single index (not known here: indices numel)"
+    assert c.broken(Facts(indices_numel=1)) == ""
+    assert Condition("data_const", False, "run-time data").broken(Facts(data_const=True))
+    assert Condition("indices_const", True, "constant indices").broken(
+        Facts(indices_const=False))
+    with pytest.raises(ValueError, match="unknown condition kind"):
+        Condition("indices_colour", 1, "?")
+
+
+def test_conditions_decide_what_lower_keeps() -> None:
+    class Embed(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = nn.Embedding(3000, 16).half()
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            return self.emb(ids)
+
+    one = fxlower.lower(Embed().eval(), (torch.tensor([7]),), target="kneron")
+    assert [s.reason for s in fxlower.report_of(one).skipped] == [
+        "target 'kneron' runs Gather natively"]
+    many = (torch.randint(0, 3000, (3, 40)),)
+    with pytest.raises(fxlower.LoweringError, match="allows no exact formulation"):
+        fxlower.lower(Embed().eval(), many, target="kneron")  # no longer kept as a Gather
+    host = fxlower.lower(Embed().eval(), many, target="kneron", embedding="host")
+    report = fxlower.report_of(host)
+    assert not report.remaining and report.host and report.host[0]["rows_shape"] == (3, 40, 16)

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from .graph import arg, get_attr, op_name, spec
 
 if TYPE_CHECKING:
-    from .targets import Target
+    from .targets import Facts, Target
 
 aten = torch.ops.aten
 
@@ -309,3 +309,69 @@ def forbidden_by(target: Target | None) -> frozenset[str]:
     if target is None:
         return frozenset({_G, _GE, _GND})
     return frozenset(op for op in FAMILY_OPS if not target.allows(op))
+
+
+# ---- running natively: the ops a target has, under the conditions it states
+
+
+def native(node: fx.Node, gm: fx.GraphModule, target: Target | None) -> str:
+    """The reason a node is kept for `target` ("target 'x' runs Gather natively") when the
+    target has every ONNX op the node exports to and the node meets the conditions the
+    target states on them (Kneron: a Gather of a single index); "" when it must be lowered.
+    Normalising and the passes both ask this one question."""
+    if target is None:
+        return ""
+    ops = exports_to(node, gm)
+    if not ops or not all(target.allows(o) for o in ops):
+        return ""
+    if any(o in target.conditions for o in ops):
+        facts = operand_facts(node, gm)
+        if any(target.broken_condition(o, facts) for o in ops):
+            return ""
+    return f"target '{target.name}' runs {', '.join(sorted(ops))} natively"
+
+
+def operand_facts(node: fx.Node, gm: fx.GraphModule) -> Facts:
+    """What the ONNX gather a node exports to will see: its indices' size, rank and
+    constness and its data's constness, for each spelling of a lookup (nn.Embedding,
+    F.embedding, aten.embedding, index_select, select, x[i], aten.index, gather). A spelling
+    not listed here tells nothing, and an unknown fact never meets a condition."""
+    from .graph import is_const
+    from .targets import Facts
+
+    data: object = None
+    idx: object = None
+    name = op_name(node) if node.op in ("call_function", "call_method") else ""
+    if node.op == "call_module" and isinstance(get_attr(gm, str(node.target)), nn.Embedding):
+        data, idx = True, node.args[0]
+    elif node.target is F.embedding:
+        idx, data = arg(node, 0, "input"), arg(node, 1, "weight")
+    elif node.target is torch.ops.aten.embedding.default:
+        data, idx = node.args[0], node.args[1]
+    elif name in ("index_select", "gather"):
+        data, idx = node.args[0], arg(node, 2, "index")
+    elif name == "select" or node.target is torch.ops.aten.select.int:
+        data, idx = node.args[0], arg(node, 2, "index")
+    elif node.target is operator.getitem and isinstance(node.args[0], fx.Node):
+        key = node.args[1]
+        items = [k for k in (key if isinstance(key, tuple) else (key,))
+                 if not (isinstance(k, slice) and k == slice(None)) and k is not None]
+        data, idx = node.args[0], items[0] if len(items) == 1 else None
+    elif node.target is torch.ops.aten.index.Tensor:
+        given = [k for k in node.args[1] if k is not None]  # type: ignore[union-attr]
+        data, idx = node.args[0], given[0] if len(given) == 1 else None
+    numel: int | None
+    rank: int | None
+    if isinstance(idx, int) and not isinstance(idx, bool):
+        numel, rank, const = 1, 0, True
+    elif isinstance(idx, fx.Node):
+        s = spec(idx)
+        numel = None if s is None else int(torch.Size(s.shape).numel())
+        rank = None if s is None else s.rank
+        const = is_const(idx)
+    else:
+        return Facts()
+    data_const = data if isinstance(data, bool) else (
+        is_const(data) if isinstance(data, fx.Node) else None)
+    return Facts(indices_numel=numel, indices_rank=rank, indices_const=const,
+                 data_const=data_const)

@@ -64,7 +64,7 @@ from fxlower.opnames import (
     parse_op_list,
     parse_op_name,
 )
-from fxlower.targets import Target, get_target
+from fxlower.targets import Facts, Target, get_target
 
 __all__ = [
     "DEFAULT_FORBIDDEN",
@@ -84,6 +84,7 @@ MAX_SUBGRAPH_DEPTH = 64
 REASON_FORBIDDEN = "forbidden"
 REASON_NOT_ALLOWED = "not in allow list"
 REASON_INT64 = "int64 tensor (target has no int64)"
+REASON_CONDITION = "outside the target's condition"
 
 INT64_SHAPE_INPUTS: dict[str, frozenset[int]] = {
     op: frozenset(positions)
@@ -154,6 +155,8 @@ class Violation:
         node = f"node '{self.node_name}'" if self.node_name else "unnamed node"
         if self.reason == REASON_FORBIDDEN:
             return f"forbidden op {self.qualified_op} ({node}) in {self.where}"
+        if self.reason == REASON_CONDITION:
+            return f"op {self.qualified_op} ({node}) in {self.where} breaks a condition: {self.detail}"
         return f"op {self.qualified_op} ({node}) in {self.where} is {self.reason}"
 
 
@@ -250,6 +253,7 @@ def check_model(
     counts: Counter[str] = Counter()
     violations: list[Violation] = []
     n_nodes = 0
+    facts: NodeFacts | None = None
 
     for node, where in _iter_model_nodes(model):
         n_nodes += 1
@@ -266,6 +270,14 @@ def check_model(
             and not allowed.matches(domain, op_type, calls_function=False)
         ):
             reason = REASON_NOT_ALLOWED
+        elif norm_domain(domain) == "" and op_type in resolved.conditions:
+            if facts is None:
+                facts = NodeFacts(model)
+            why = resolved.broken_condition(op_type, facts.of(node, where))
+            if why:
+                violations.append(Violation(op_type, domain, _text(node.name), where,
+                                            REASON_CONDITION, why))
+            continue
         else:
             continue
         violations.append(Violation(op_type, domain, _text(node.name), where, reason))
@@ -277,6 +289,61 @@ def check_model(
         path=None, violations=violations, op_counts=dict(counts), n_nodes=n_nodes,
         target=None if target is None else resolved.name,
     )
+
+
+class NodeFacts:
+    """What conditions read of a gather/scatter node (input 0 the data, input 1 the
+    indices): static shapes from ONNX shape inference, run once on a copy that declares the
+    initializers as typed inputs (small ones stay, for shape arithmetic; nothing external
+    is read), and constness (an initializer or a Constant node's output). Nodes inside
+    subgraphs and functions are judged from what is not known there: nothing."""
+
+    def __init__(self, model: ModelProto) -> None:
+        from onnx.external_data_helper import uses_external_data
+
+        g = model.graph
+        light = ModelProto()
+        light.ir_version = model.ir_version
+        light.opset_import.extend(model.opset_import)
+        light.functions.extend(model.functions)
+        for name in ("node", "input", "output", "value_info"):
+            getattr(light.graph, name).extend(getattr(g, name))
+        for t in g.initializer:
+            numel = 1
+            for d in t.dims:
+                numel *= d
+            if numel <= 1024 and not uses_external_data(t):
+                light.graph.initializer.append(t)
+            else:
+                light.graph.input.append(onnx.helper.make_tensor_value_info(
+                    t.name, t.data_type, list(t.dims)))
+        self.ranks: dict[str, list[int | None]] = {}
+        try:
+            inferred = onnx.shape_inference.infer_shapes(light, strict_mode=False).graph
+            for vi in list(inferred.input) + list(inferred.value_info) + list(inferred.output):
+                tt = vi.type.tensor_type
+                if vi.type.HasField("tensor_type") and tt.HasField("shape"):
+                    self.ranks[vi.name] = [d.dim_value if d.HasField("dim_value") else None
+                                           for d in tt.shape.dim]
+        except Exception:  # noqa: BLE001 - without inference, shapes stay unknown
+            pass
+        for t in g.initializer:
+            self.ranks[t.name] = list(t.dims)
+        self.const = {t.name for t in g.initializer} | {
+            o for n in g.node if n.op_type == "Constant" for o in n.output}
+
+    def of(self, node: NodeProto, where: str) -> Facts:
+        if where != "graph" or len(node.input) < 2:
+            return Facts()
+        data, idx = node.input[0], node.input[1]
+        dims = self.ranks.get(idx)
+        numel = None
+        if dims is not None and all(d is not None for d in dims):
+            numel = 1
+            for d in dims:
+                numel *= d or 0
+        return Facts(indices_numel=numel, indices_rank=None if dims is None else len(dims),
+                     indices_const=idx in self.const, data_const=data in self.const)
 
 
 def _resolve_target(

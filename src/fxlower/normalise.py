@@ -233,7 +233,7 @@ def normalise(gm: fx.GraphModule, report: Report, target: Any = None) -> bool:
     """Rewrite every recognised spelling into its canonical call. Returns True if changed.
     A node whose ONNX ops the target runs natively keeps its own spelling (an embedding
     exports to Gather, its canonical `aten.index` to GatherND)."""
-    from .census import exports_to
+    from .census import native
 
     changed = False
     for node in list(gm.graph.nodes):
@@ -242,11 +242,9 @@ def normalise(gm: fx.GraphModule, report: Report, target: Any = None) -> bool:
             continue
         origin = _origin(node, kind)
         node.meta["fxl_origin"] = origin
-        ops = exports_to(node, gm)
-        if target is not None and ops and all(target.allows(o) for o in ops):
-            report.skipped.append(Skipped(
-                "normalise", node.name, origin,
-                f"target '{target.name}' runs {', '.join(sorted(ops))} natively"))
+        kept = native(node, gm, target)
+        if kept:
+            report.skipped.append(Skipped("normalise", node.name, origin, kept))
             continue
         e = _Emitter(gm, node, origin)
         reason = _normalise_one(node, kind, gm, e)

@@ -811,6 +811,7 @@ def lower_onnx(
     lower_kwargs = {"assume_finite": assume_finite, "target": tgt}
     cache: dict[str, tuple[onnx.ModelProto, NodeResult]] = {}
     reps: list[_Replacement] = []
+    node_facts = None  # what the target's conditions read, when one has any
     for k, node in enumerate(m.graph.node):
         if node.op_type in _SUBGRAPH_OPS:
             for inner in _inner_family(node):
@@ -822,9 +823,14 @@ def lower_onnx(
         if node.domain not in ("", "ai.onnx") or node.op_type not in FAMILY:
             continue
         if tgt.allows(node.op_type):
-            report.nodes.append(NodeResult(node.name or node.output[0], node.op_type, "kept",
-                                           f"target '{tgt.name}' runs {node.op_type}"))
-            continue
+            if node_facts is None:
+                from .check import NodeFacts
+
+                node_facts = NodeFacts(m)
+            if not tgt.broken_condition(node.op_type, node_facts.of(node, "graph")):
+                report.nodes.append(NodeResult(node.name or node.output[0], node.op_type,
+                                               "kept", f"target '{tgt.name}' runs {node.op_type}"))
+                continue
         got = _plan_node(k, node, consts, shapes, inputs_static, opset, lower_kwargs, f"fxl{k}_", cache)
         if isinstance(got, NodeResult):
             report.nodes.append(got)

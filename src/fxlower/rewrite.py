@@ -108,18 +108,6 @@ class RewritePass(Generic[B, P]):
 AnyPass = RewritePass[Any, Any]  # a pass of any bindings and plan, as lists of passes hold them
 
 
-def _native(node: fx.Node, ctx: Context) -> str:
-    """A skip reason when the target runs every ONNX op this node exports to: rewrite only
-    what the target lacks."""
-    target = ctx.options.target
-    if target is None:
-        return ""
-    ops = census.exports_to(node, ctx.gm)
-    if ops and all(target.allows(o) for o in ops):
-        return f"target '{target.name}' runs {', '.join(sorted(ops))} natively"
-    return ""
-
-
 def run_passes(
     gm: fx.GraphModule,
     passes: Sequence[AnyPass],
@@ -145,7 +133,7 @@ def run_passes(
             if bound is None:
                 continue
             op = ctx.origin(node)
-            native = _native(node, ctx)
+            native = census.native(node, ctx.gm, ctx.options.target)
             if native:
                 report.skipped.append(Skipped(p.name, node.name, op, native))
                 continue

@@ -53,8 +53,53 @@ DEFAULT_TARGET = "generic"
 
 _PROFILE_FOLDER = "profiles"  # package data of fxlower (no __init__.py: data, not code)
 _PROFILE_KEYS = frozenset(
-    {"name", "title", "source", "version", "date", "allow", "forbid", "int64", "notes", "remarks"}
+    {"name", "title", "source", "version", "date", "allow", "forbid", "int64", "notes", "remarks",
+     "conditions"}
 )
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What is known of a gather/scatter node's operands where a condition is judged (an
+    ONNX node in `fxlower check`, a graph node in `lower`); None: not known."""
+
+    indices_numel: int | None = None
+    indices_rank: int | None = None
+    indices_const: bool | None = None
+    data_const: bool | None = None
+
+
+# kind -> (the fact it reads, the test on it); every kind reads one fact
+_KINDS: dict[str, tuple[str, Any]] = {
+    "indices_max_elems": ("indices_numel", lambda fact, v: fact <= v),
+    "indices_max_rank": ("indices_rank", lambda fact, v: fact <= v),
+    "indices_const": ("indices_const", lambda fact, v: fact == v),
+    "data_const": ("data_const", lambda fact, v: fact == v),
+}
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One condition under which a target supports an op: `kind` (indices_max_elems,
+    indices_max_rank, indices_const, data_const), its `value`, the condition's text and the
+    source's own line (`quote`)."""
+
+    kind: str
+    value: Any
+    text: str
+    quote: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in _KINDS:
+            raise ValueError(f"unknown condition kind {self.kind!r} (known: {sorted(_KINDS)})")
+
+    def broken(self, facts: Facts) -> str:
+        """Why `facts` break (or cannot be shown to meet) this condition; "" when met."""
+        name, test = _KINDS[self.kind]
+        fact = getattr(facts, name)
+        if fact is None:
+            return f"{self.text} (not known here: {name.replace('_', ' ')})"
+        return "" if test(fact, self.value) else f"{self.text} ({name.replace('_', ' ')}: {fact})"
 
 
 def _op_names(names: Iterable[str] | str, what: str) -> frozenset[str]:
@@ -97,6 +142,8 @@ class Target:
     date: str = ""
     notes: Mapping[str, str] = field(default_factory=dict, hash=False, repr=False)
     remarks: tuple[str, ...] = field(default=(), repr=False)
+    conditions: Mapping[str, tuple[Condition, ...]] = field(default_factory=dict, hash=False,
+                                                            repr=False)
     if TYPE_CHECKING:  # set in __post_init__; declared for the type checker only (not fields)
         _forbid_matcher: Matcher = field(init=False, repr=False, compare=False)
         _allow_matcher: Matcher | None = field(init=False, repr=False, compare=False)
@@ -111,6 +158,8 @@ class Target:
             raise TypeError(f"Target int64 must be a bool, got {type(self.int64).__name__}")
         object.__setattr__(self, "notes", MappingProxyType(dict(self.notes)))
         object.__setattr__(self, "remarks", tuple(self.remarks))
+        object.__setattr__(self, "conditions", MappingProxyType(
+            {op: tuple(cs) for op, cs in self.conditions.items()}))
         object.__setattr__(self, "_forbid_matcher", Matcher.build(self.forbid))
         object.__setattr__(
             self, "_allow_matcher", None if self.allow is None else Matcher.build(self.allow)
@@ -131,6 +180,15 @@ class Target:
             return False
         allowed = self._allow_matcher
         return allowed is None or allowed.matches(domain, op_type, calls_function=False)
+
+    def broken_condition(self, op_type: str, facts: Facts) -> str:
+        """The first condition on `op_type` that `facts` break (its text and the fact), or ""
+        when the op is unconditional or every condition holds."""
+        for c in self.conditions.get(op_type, ()):
+            why = c.broken(facts)
+            if why:
+                return why
+        return ""
 
     def forbidden_in(self, op_types: Iterable[str]) -> set[str]:
         """The op types among ``op_types`` this target does not allow (see :meth:`allows`)."""
@@ -166,7 +224,7 @@ class Target:
             name=self.name, allow=new_allow, forbid=new_forbid, int64=self.int64,
             title=f"{self.title} ({'; '.join(parts)})" if self.title else "; ".join(parts),
             source=self.source, version=self.version, date=self.date, notes=self.notes,
-            remarks=self.remarks,
+            remarks=self.remarks, conditions=self.conditions,
         )
 
     def describe(self, width: int = 100) -> str:
@@ -237,6 +295,8 @@ def _target_from_json(data: Any, filename: str) -> Target:
         date=data["date"],
         notes=data.get("notes", {}),
         remarks=tuple(data.get("remarks", ())),
+        conditions={op: tuple(Condition(**c) for c in cs)
+                    for op, cs in data.get("conditions", {}).items()},
     )
 
 
