@@ -663,3 +663,33 @@ def test_an_op_onnx_does_not_know(tmp_path: Path, capsys) -> None:
     model = _model([helper.make_node("NoSuchOp", ["x"], ["y"])], [_vi("x")], [_vi("y")],
                    validate=False)
     _one_line_exit_2(_save(model, tmp_path / "m.onnx"), "NoSuchOp", capsys)
+
+
+def test_json_and_github_formats(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    g = helper.make_graph([helper.make_node("Gather", ["w", "i"], ["y"], axis=0, name="emb")],
+                          "g", [_vi("i", INT64, [3, 40])], [_vi("y", FLOAT, [3, 40, 4])],
+                          [helper.make_tensor("w", FLOAT, [30, 4], [0.0] * 120)])
+    path = _save(helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)]),
+                 tmp_path / "m,1.onnx")
+    bad = tmp_path / "junk.onnx"
+    bad.write_bytes(b"not onnx at all")
+    assert main(["check", str(path), str(bad), "--target", "kneron", "--format", "json"]) == 2
+    verdict = json.loads(capsys.readouterr().out)
+    assert verdict["schema"] == "fxlower-check/1" and verdict["ok"] is False
+    first, second = verdict["results"]
+    assert first["file"] == str(path) and first["target"] == "kneron" and first["nodes"] == 1
+    (v,) = first["violations"]
+    assert (v["op"], v["node"], v["where"], v["reason"]) == (
+        "Gather", "emb", "graph", "outside the target's condition")
+    assert v["detail"] == "Gather with a single index only (indices numel: 120)"
+    assert second["ok"] is False and "not a valid ONNX model" in second["error"]
+
+    assert main(["check", str(path), "--format", "github"]) == 1
+    (line,) = capsys.readouterr().out.strip().splitlines()
+    assert line.startswith(f"::error file={str(path).replace(',', '%2C')},title=fxlower check::")
+    assert line.endswith("forbidden op Gather (node 'emb') in graph")
+    assert main(["check", str(_save(clean_model(), tmp_path / "ok.onnx")), "--format",
+                 "github"]) == 0
+    assert capsys.readouterr().out == ""

@@ -181,6 +181,18 @@ class CheckResult:
         """True when no node is a violation."""
         return not self.violations
 
+    def to_dict(self) -> dict[str, object]:
+        """The verdict as data (`fxlower check --format json`): file, target, ok, node count,
+        op counts and each violation's op, domain, node, where (subgraph path), reason and
+        detail (the condition it breaks, or the int64 tensor)."""
+        return {
+            "file": self.path, "target": self.target, "ok": self.ok, "nodes": self.n_nodes,
+            "op_counts": dict(self.op_counts),
+            "violations": [{"op": v.qualified_op, "domain": v.domain, "node": v.node_name,
+                            "where": v.where, "reason": v.reason, "detail": v.detail,
+                            "message": v.format()} for v in self.violations],
+        }
+
     def format(self) -> str:
         """A report: one line per violation, then a summary line; each line starts with the path."""
         label = self.path if self.path is not None else "<model>"

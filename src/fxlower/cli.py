@@ -44,12 +44,39 @@ def _cmd_check(args: argparse.Namespace) -> int:
         except FxlowerError as e:  # an unknown name is a usage error (exit 2)
             raise FxlowerError(str(e)) from e
     status = 0
+    verdicts = []
     for f in args.files:
-        result = check_file(f, forbid=forbid, allow=allow, target=target)
-        print(result.format())
+        try:
+            result = check_file(f, forbid=forbid, allow=allow, target=target)
+        except FxlowerError as e:
+            if args.format == "text":
+                raise
+            status = 2
+            verdicts.append({"file": f, "ok": False, "error": str(e)})
+            if args.format == "github":
+                print(f"::error file={_gh(f, prop=True)},title=fxlower check::{_gh(str(e))}")
+            continue
         if not result.ok:
-            status = 1
+            status = max(status, 1)
+        if args.format == "text":
+            print(result.format())
+        elif args.format == "github":
+            for v in result.violations:
+                print(f"::error file={_gh(f, prop=True)},title=fxlower check::{_gh(v.format())}")
+        verdicts.append(result.to_dict())
+    if args.format == "json":
+        import json
+
+        print(json.dumps({"schema": "fxlower-check/1", "ok": status == 0,
+                          "results": verdicts}, indent=2))
     return status
+
+
+def _gh(text: str, prop: bool = False) -> str:
+    """A GitHub Actions workflow-command value: %, CR and LF escaped; in a property (the
+    file) also , and :."""
+    text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    return text.replace(",", "%2C").replace(":", "%3A") if prop else text
 
 
 def _cmd_targets(args: argparse.Namespace) -> int:
@@ -177,6 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
                                     "families; with --target: forbidden on top of the profile)")
     c.add_argument("--allow", help="comma-separated op types: every other op is a violation "
                                    "(with --target: allowed on top of the profile)")
+    c.add_argument("--format", choices=["text", "json", "github"], default="text",
+                   help="json: one machine-readable verdict (schema fxlower-check/1: per file "
+                   "the target, node count, op counts and violations with node, op, subgraph "
+                   "path, reason and condition); github: a workflow annotation per violation")
     c.set_defaults(func=_cmd_check)
 
     t = sub.add_parser("targets", help="list the target profiles: source, date, what each forbids")
