@@ -296,6 +296,7 @@ def _export_distilbert(path: Path, dynamo: bool) -> tuple:
     return model, inputs
 
 
+@pytest.mark.slow  # real exports of a transformers model (make test-slow, in CI)
 @pytest.mark.parametrize("dynamo", [True, False], ids=["dynamo", "torchscript"])
 def test_a_transformers_export_of_either_exporter(tmp_path: Path, dynamo: bool) -> None:
     src, dst = tmp_path / "distilbert.onnx", tmp_path / "lowered.onnx"
