@@ -51,7 +51,8 @@ from fxlower.testing import assert_no_forbidden_ops
 OPSET = 17
 FLOAT, INT64, INT32, BOOL = TensorProto.FLOAT, TensorProto.INT64, TensorProto.INT32, TensorProto.BOOL
 FLOAT16 = TensorProto.FLOAT16
-PROFILES = ["ethos-u55", "generic", "kneron", "kneron-520", "rknn2@1.4.0", "rknn2@2.x", "tidl"]
+PROFILES = ["ethos-u55", "ethos-u85", "generic", "kneron", "kneron-520", "rknn2@1.4.0",
+            "rknn2@2.x", "tidl"]
 NO_INT64 = Target(name="no-int64", int64=False)
 
 ONNX_OPS = {s.name for s in onnx.defs.get_all_schemas_with_history()}
@@ -166,13 +167,22 @@ def test_generic_is_the_default_and_matches_default_forbidden() -> None:
 
 
 def test_no_profile_has_scatter_elements() -> None:
-    # every published list lacks ScatterElements (TIDL maps only ScatterND, constrained) and
-    # GatherND; GatherElements only RKNN-Toolkit2 2.x lists
+    # every published list lacks ScatterElements (TIDL maps only ScatterND, constrained);
+    # GatherElements only RKNN-Toolkit2 2.x lists, GatherND only the Ethos-U85 (TOSA GATHER)
     for target in load_profiles().values():
         assert not target.allows("ScatterElements"), target.name
         assert not target.allows("Scatter"), target.name
-        assert not target.allows("GatherND"), target.name
+        assert target.allows("GatherND") == (target.name == "ethos-u85"), target.name
         assert target.allows("GatherElements") == (target.name == "rknn2@2.x"), target.name
+
+
+def test_ethos_u85_runs_what_the_u55_cannot() -> None:
+    u55, u85 = get_target("ethos-u55"), get_target("ethos-u85")
+    for op in ("Gather", "GatherND", "ScatterND", "Where", "Equal", "Less", "And"):
+        assert not u55.allows(op) and u85.allows(op), op
+    for op in ("GatherElements", "ScatterElements", "GridSample"):
+        assert not u85.allows(op), op
+    assert not u85.int64
 
 
 def test_rknn2_versions_differ_where_their_tables_differ() -> None:
