@@ -441,3 +441,81 @@ def test_a_node_outside_the_targets_condition_is_lowered() -> None:
     out, rep = fxlower.lower_onnx(m, target=tgt)
     by = {r.name: r.status for r in rep.nodes}
     assert by == {"many": "lowered", "one": "kept"} and check_model(out, target=tgt).ok
+
+
+# ---- found by review: each a case that once went wrong
+
+
+def test_opset_13_gather_writes_reshapes_without_allowzero() -> None:
+    m = make([h.make_node("Gather", ["x", "i"], ["y"], axis=0, name="g")],
+             [vi("x", F, [3, 4]), vi("i", T.INT64, [2])], [vi("y", F, [2, 4])], opset=13)
+    out, rep = fxlower.lower_onnx(m)
+    assert rep.nodes[0].status == "lowered"
+    assert_surgical(m, out)  # (the full checker at opset 13)
+    same(m, out, {"x": RNG.standard_normal((3, 4)).astype(np.float32),
+                  "i": np.array([-1, 2])})
+
+
+def test_an_initializer_listed_as_input_stays_overridable() -> None:
+    tab = nh.from_array(np.arange(12, dtype=np.float32).reshape(3, 4), "tab")
+    m = make([h.make_node("Gather", ["tab", "i"], ["y"], axis=0, name="g")],
+             [vi("tab", F, [3, 4]), vi("i", T.INT64, [2])], [vi("y", F, [2, 4])],
+             inits=(tab,))
+    out, rep = fxlower.lower_onnx(m)
+    assert rep.nodes[0].status == "lowered" and "tab" in {t.name for t in out.graph.initializer}
+    same(m, out, {"i": np.array([2, 0])})  # the default table
+    other = RNG.standard_normal((3, 4)).astype(np.float32)
+    same(m, out, {"i": np.array([2, 0]), "tab": other})  # and an overriding one
+
+
+def test_a_static_zero_dim_input() -> None:
+    m = make([h.make_node("Gather", ["x", "i"], ["y"], axis=0, name="g")],
+             [vi("x", F, [3, 4]), vi("i", T.INT64, [0])], [vi("y", F, [0, 4])])
+    out, rep = fxlower.lower_onnx(m)
+    assert rep.verification["matched"] and check_model(out).ok
+
+
+def test_lowering_a_lowered_file_again_keeps_names_apart() -> None:
+    m = make([h.make_node("Gather", ["x", "i"], ["y"], axis=1, name="g"),
+              h.make_node("Neg", ["x"], ["fxl0_view"]),
+              h.make_node("Add", ["y", "y"], ["z"])],
+             [vi("x", F, [3, 4]), vi("i", T.INT64, [2])],
+             [vi("z", F, [3, 2]), vi("fxl0_view", F, [3, 4])])
+    out, rep = fxlower.lower_onnx(m)
+    assert rep.nodes[0].status == "lowered"
+    onnx.checker.check_model(out, full_check=True)
+    same(m, out, {"x": RNG.standard_normal((3, 4)).astype(np.float32), "i": np.array([0, 3])})
+
+
+def test_a_node_torch_cannot_compute_is_refused_not_the_file() -> None:
+    m = make([h.make_node("Cast", ["x"], ["xb"], to=T.BFLOAT16),
+              h.make_node("Gather", ["xb", "i"], ["yb"], axis=1, name="bf16"),
+              h.make_node("Cast", ["yb"], ["y"], to=F),
+              h.make_node("GatherElements", ["x", "j"], ["z"], axis=1, name="f32")],
+             [vi("x", F, [2, 5]), vi("i", T.INT64, [3]), vi("j", T.INT64, [2, 2])],
+             [vi("y", F, [2, 3]), vi("z", F, [2, 2])])
+    out, rep = fxlower.lower_onnx(m)
+    by = {r.name: r for r in rep.nodes}
+    assert by["f32"].status == "lowered"
+    assert by["bf16"].status in ("lowered", "refused") and by["bf16"].detail
+
+
+def test_bad_output_paths_and_old_opsets_are_one_line_exit_2(tmp_path: Path, capsys) -> None:
+    m = make([h.make_node("Gather", ["x", "i"], ["y"], axis=0, name="g")],
+             [vi("x", F, [3, 4]), vi("i", T.INT64, [2])], [vi("y", F, [2, 4])])
+    src = tmp_path / "m.onnx"
+    onnx.save_model(m, str(src))
+    (tmp_path / "adir").mkdir()
+    assert main(["lower", str(src), "-o", str(tmp_path / "adir")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is a directory" in err[0]
+    assert os.listdir(tmp_path / "adir") == []
+    old = make([h.make_node("Gather", ["x", "i"], ["y"], axis=0)],
+               [vi("x", F, [3, 4]), vi("i", T.INT64, [2])], [vi("y", F, [2, 4])], opset=11)
+    onnx.save_model(old, str(tmp_path / "old.onnx"))
+    assert main(["lower", str(tmp_path / "old.onnx"), "-o", str(tmp_path / "o.onnx")]) == 2
+    assert "opset 11" in capsys.readouterr().err
+    assert main(["lower", str(src), "-o", str(tmp_path / "o.onnx"), "--input-shape",
+                 "nope=3,4"]) == 2
+    assert "no input named 'nope'" in capsys.readouterr().err
+    assert not (tmp_path / "o.onnx").exists()

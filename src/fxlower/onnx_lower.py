@@ -49,7 +49,7 @@ import onnx
 import torch
 from onnx import helper, numpy_helper
 
-from .errors import LoweringError, OnnxCheckError, VerificationError
+from .errors import FxlowerError, LoweringError, OnnxCheckError, VerificationError
 
 GATHER_OPS = ("Gather", "GatherElements", "GatherND")
 SCATTER_OPS = ("Scatter", "ScatterElements", "ScatterND")
@@ -121,6 +121,8 @@ def load(path: str | os.PathLike[str]) -> tuple[onnx.ModelProto, str | None]:
     from onnx.external_data_helper import _get_all_tensors, uses_external_data
 
     shown = os.fspath(path)
+    if os.path.isdir(path):
+        raise OnnxCheckError(f"{shown}: is a directory, not an ONNX file")
     if not os.path.isfile(path):
         raise OnnxCheckError(f"{shown}: no such file")
     try:
@@ -187,15 +189,15 @@ def _bind_inputs(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int
     for name, dims in input_shapes.items():
         vi = graph_inputs.get(name)
         if vi is None:
-            raise LoweringError(f"--input-shape {name}: the model has no input named '{name}' "
+            raise FxlowerError(f"--input-shape {name}: the model has no input named '{name}' "
                                 f"(its inputs: {', '.join(graph_inputs) or 'none'})")
         old = _dims(vi.type.tensor_type)
         if old != [None] and len(old) != len(dims):
-            raise LoweringError(f"--input-shape {name}: {len(dims)} dims given, the input has "
+            raise FxlowerError(f"--input-shape {name}: {len(dims)} dims given, the input has "
                                 f"rank {len(old)}")
         for i, (o, d) in enumerate(zip(old, dims, strict=False)):
             if isinstance(o, int) and o and o != d:
-                raise LoweringError(f"--input-shape {name}: dim {i} is {o} in the model, not {d}")
+                raise FxlowerError(f"--input-shape {name}: dim {i} is {o} in the model, not {d}")
         shape = vi.type.tensor_type.shape
         del shape.dim[:]
         for d in dims:
@@ -286,7 +288,8 @@ class _Consts:
         self.g, self.base = model.graph, base
         self.opsets = {o.domain or "": o.version for o in model.opset_import}
         self.shapes = shapes
-        self.init = {t.name: t for t in self.g.initializer}
+        inputs = {i.name for i in self.g.input}  # an initializer listed as an input is a
+        self.init = {t.name: t for t in self.g.initializer if t.name not in inputs}  # default
         self.producer = {o: n for n in self.g.node for o in n.output if o}
         self.memo: dict[str, np.ndarray | None] = {}
 
@@ -533,10 +536,16 @@ def _to_opset(sub: onnx.ModelProto, opset: int) -> None:
             if axes is not None:
                 n.attribute.append(helper.make_attribute("axes", [int(a) for a in axes]))
         for a in list(n.attribute):
-            if (n.op_type, a.name) in (("Reshape", "allowzero"), ("Cast", "saturate")):
-                if helper.get_attribute_value(a) in (0, 1) and not (
-                        n.op_type == "Reshape" and helper.get_attribute_value(a) == 1):
-                    n.attribute.remove(a)
+            if n.op_type == "Cast" and a.name == "saturate" and opset < 19:
+                n.attribute.remove(a)  # only float8 targets saturate; none is written here
+            elif n.op_type == "Reshape" and a.name == "allowzero" and opset < 14:
+                shape = (numpy_helper.to_array(inits[n.input[1]]) if n.input[1] in inits
+                         else _eval(consts[n.input[1]], [], {"": _EXPORT_MIN_OPSET})[0]
+                         if n.input[1] in consts else None)
+                if shape is None or (helper.get_attribute_value(a) and (shape == 0).any()):
+                    raise LoweringError(f"Reshape with allowzero cannot be written at opset "
+                                        f"{opset}")
+                n.attribute.remove(a)  # no 0 in the shape: allowzero changes nothing
     for o in sub.opset_import:
         if o.domain in ("", "ai.onnx"):
             o.version = opset
@@ -607,10 +616,28 @@ def _splice(sub: onnx.ModelProto, node: onnx.NodeProto, runtime: list[str],
 
 
 def _plan_node(index: int, node: onnx.NodeProto, consts: _Consts, shapes: Shapes,
-               inputs_static: bool, opset: int,
-               lower_kwargs: dict[str, Any], prefix: str,
+               inputs_static: bool, opset: int, lower_kwargs: dict[str, Any], prefix: str,
                cache: dict[str, tuple[onnx.ModelProto, NodeResult]]) -> _Replacement | NodeResult:
-    """The replacement of one node, or its NodeResult saying why it stays."""
+    """The replacement of one node, or its NodeResult saying why it stays: whatever goes
+    wrong with one node (a dtype torch cannot compute in, an exporter failure) refuses that
+    node with the cause, never the file."""
+    import contextlib
+    import io
+
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):  # torch.fx prints failing forwards
+            return _plan_node_unguarded(index, node, consts, shapes, inputs_static, opset,
+                                        lower_kwargs, prefix, cache)
+    except Exception as e:  # noqa: BLE001 - named in the report, the node kept
+        first = (str(e).strip().splitlines() or [""])[0]
+        return NodeResult(node.name or node.output[0], node.op_type, "refused",
+                          f"cannot be lowered here: {type(e).__name__}: {first}")
+
+
+def _plan_node_unguarded(index: int, node: onnx.NodeProto, consts: _Consts, shapes: Shapes,
+                         inputs_static: bool, opset: int, lower_kwargs: dict[str, Any],
+                         prefix: str, cache: dict[str, tuple[onnx.ModelProto, NodeResult]]
+                         ) -> _Replacement | NodeResult:
     from .api import lower, report_of
 
     name = node.name or node.output[0]
@@ -696,8 +723,9 @@ def _plan_node(index: int, node: onnx.NodeProto, consts: _Consts, shapes: Shapes
             return res
         rep = report_of(lowered)
         if rep.remaining:
-            reasons = "; ".join(s.reason for s in rep.skipped if s.reason != "switched off")
-            res.detail = "not lowered" + (f": {reasons}" if reasons else "")
+            reasons = [s.reason for s in rep.skipped if s.reason != "switched off"]
+            reasons += [f"rolled back: {r}" for r in rep.rolled_back]
+            res.detail = "not lowered" + (f": {'; '.join(reasons)}" if reasons else "")
             return res
         try:
             sub = _export_sub(lowered, tuple(examples), opset)
@@ -756,7 +784,9 @@ def _assemble(model: onnx.ModelProto, reps: list[_Replacement]) -> onnx.ModelPro
     replaced_inputs = {i for r in reps for i in r.node.input}
     used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
     used |= _subgraph_inputs(g)
-    keep = [t for t in g.initializer if t.name in used or t.name not in replaced_inputs]
+    declared = {i.name for i in g.input}  # an overridable initializer stays with its input
+    keep = [t for t in g.initializer
+            if t.name in used or t.name in declared or t.name not in replaced_inputs]
     del g.initializer[:]
     g.initializer.extend(keep)
     return out
@@ -796,7 +826,7 @@ def lower_onnx(
         m, base = load(model)
     opset = _opset(m)
     if opset < _MIN_OPSET:
-        raise LoweringError(f"{source}: opset {opset}; fxlower lowers ONNX files of opset "
+        raise OnnxCheckError(f"{source}: opset {opset}; fxlower lowers ONNX files of opset "
                             f"{_MIN_OPSET} and newer (onnx.version_converter can raise it)")
     tgt = get_target(target)
     report = OnnxReport(source, opset, external_data=base is not None)
@@ -812,6 +842,7 @@ def lower_onnx(
     cache: dict[str, tuple[onnx.ModelProto, NodeResult]] = {}
     reps: list[_Replacement] = []
     node_facts = None  # what the target's conditions read, when one has any
+    names = _all_names(m.graph)  # the spliced names must not meet any of these
     for k, node in enumerate(m.graph.node):
         if node.op_type in _SUBGRAPH_OPS:
             for inner in _inner_family(node):
@@ -831,7 +862,8 @@ def lower_onnx(
                 report.nodes.append(NodeResult(node.name or node.output[0], node.op_type,
                                                "kept", f"target '{tgt.name}' runs {node.op_type}"))
                 continue
-        got = _plan_node(k, node, consts, shapes, inputs_static, opset, lower_kwargs, f"fxl{k}_", cache)
+        got = _plan_node(k, node, consts, shapes, inputs_static, opset, lower_kwargs,
+                         _fresh_prefix(f"fxl{k}_", names), cache)
         if isinstance(got, NodeResult):
             report.nodes.append(got)
         else:
@@ -852,6 +884,24 @@ def lower_onnx(
     report.remaining = [f"{r.op_type} '{r.name}': {r.detail}" for r in report.nodes
                         if r.status == "refused"]
     return out, report
+
+
+def _all_names(g: onnx.GraphProto) -> set[str]:
+    out = {i.name for i in g.input} | {o.name for o in g.output} | {
+        t.name for t in g.initializer} | {v.name for v in g.value_info}
+    for n in g.node:
+        out.update(n.input)
+        out.update(n.output)
+        out.add(n.name)
+    return out
+
+
+def _fresh_prefix(prefix: str, names: set[str]) -> str:
+    """`prefix`, lengthened until no name of the graph starts with it (a file lowered twice
+    already holds fxl<k>_ names)."""
+    while any(n.startswith(prefix) for n in names):
+        prefix = prefix[:-1] + "x_"
+    return prefix
 
 
 def _inner_family(node: onnx.NodeProto) -> list[onnx.NodeProto]:
@@ -927,7 +977,7 @@ def _feeds(model: onnx.ModelProto, shapes: dict[str, tuple[list[int | str | None
             if vi.name in inits:
                 continue
             tt = vi.type.tensor_type
-            dims = [d if isinstance(d, int) and d > 0 else 2 for d in _dims(tt)]
+            dims = [d if isinstance(d, int) else 2 for d in _dims(tt)]  # symbolic: 2
             dt = _np_dtype(tt.elem_type)
             if dt == np.bool_:
                 feed[vi.name] = rng.integers(0, 2, dims).astype(bool)
@@ -1033,10 +1083,16 @@ def save(model: onnx.ModelProto, path: str | os.PathLike[str], *, external: bool
     `<name>.data` beside it; tensors the model still keeps in files under `data_dir` (the
     input's folder, for models over 2 GB: `OnnxReport.data_dir`) are streamed there too."""
     dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".fxlower-", dir=dest.parent))
+    if dest.is_dir():
+        raise OnnxCheckError(f"{dest}: is a directory; -o names the output file")
     try:
-        data_name = dest.name + ".data"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".fxlower-", dir=dest.parent))
+    except OSError as e:
+        raise OnnxCheckError(f"{dest}: cannot write there: {e.strerror or e}") from e
+    data_name = dest.name + ".data"
+    moved: list[Path] = []
+    try:
         if data_dir is not None and uses_external_data(model):
             _materialise(model, data_dir, tmp, dest.name, link=False)
         elif external or model.ByteSize() >= _TWO_GB:
@@ -1047,7 +1103,12 @@ def save(model: onnx.ModelProto, path: str | os.PathLike[str], *, external: bool
             onnx.save_model(model, str(tmp / dest.name))
         if (tmp / data_name).exists():
             os.replace(tmp / data_name, dest.parent / data_name)
+            moved.append(dest.parent / data_name)
         os.replace(tmp / dest.name, dest)
+    except OSError as e:
+        for f in moved:  # the model did not land: nor does its data
+            f.unlink(missing_ok=True)
+        raise OnnxCheckError(f"{dest}: cannot write it: {e.strerror or e}") from e
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -1118,7 +1179,7 @@ def parse_input_shapes(specs: Sequence[str]) -> dict[str, list[int]]:
             if any(d <= 0 for d in out[name]):
                 raise ValueError
         except ValueError as e:
-            raise LoweringError(f"--input-shape {s!r}: expected NAME=D0,D1,... with positive "
+            raise FxlowerError(f"--input-shape {s!r}: expected NAME=D0,D1,... with positive "
                                 "integer dims") from e
     return out
 
