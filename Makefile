@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.fxlower-installed
 
-.PHONY: demo test test-slow bench lint fuzz corpus onnx-corpus clean install
+.PHONY: demo test test-slow bench lint fuzz corpus onnx-corpus targets-table clean install
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -50,6 +50,11 @@ corpus: $(STAMP)
 # file alone (fxlower.lower_onnx); the README's table of "ONNX files in, ONNX files out".
 onnx-corpus: $(STAMP)
 	$(PY) tools/onnx_corpus.py --markdown
+
+# The README's per-target table: each zoo model exported for every profile and the file
+# re-checked with `fxlower check --target T` in a fresh process.
+targets-table: $(STAMP)
+	$(PY) tools/target_table.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check src passes tests models tools benchmarks
