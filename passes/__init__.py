@@ -9,6 +9,7 @@ from .fold_bn_into_conv import FoldBnIntoConv
 from .gather_to_mask_matmul import GatherToMaskMatmul
 from .index_put_to_mask_matmul import IndexPutToMaskMatmul
 from .index_to_mask_matmul import IndexToMaskMatmul
+from .layer_norm_to_reductions import LayerNormToReductions
 from .masked_scatter_to_mask_matmul import MaskedScatterToMaskMatmul
 from .merge_conv_chain import MergeConvChain
 from .merge_linear_chain import MergeLinearChain
@@ -17,13 +18,15 @@ from .select_to_slice import SelectToSlice
 from .slice_scatter_to_concat import SliceScatterToConcat
 from .topk_gather_to_values import TopkGatherToValues
 
-# Run order: merges of linear layers, pooling the exporter would write through a gather,
+# Run order: merges of linear layers, the model's own ops a target lacks (layer norm), pooling
+# the exporter would write through a gather,
 # then the gather family: exact slices and value
 # reuse first, mask products last; then the scatter family, slices first.
 PASSES: list[AnyPass] = [
     FoldBnIntoConv(),
     MergeConvChain(),
     MergeLinearChain(),
+    LayerNormToReductions(),
     AdaptivePoolToMean(),
     SelectToSlice(),
     TopkGatherToValues(),

@@ -93,7 +93,7 @@ class Case:
     state: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
     tracer: str = "symbolic_trace"
     lower_kw: dict[str, Any] = dataclasses.field(default_factory=dict)
-    check: str = "exact"  # "exact" | "merge"
+    check: str = "exact"  # "exact" | "sum" | "merge" | "grounded"
     train: bool = False
     note: str = ""
     error: str = ""  # the generator itself failed (a bug of this file)
@@ -891,6 +891,43 @@ def pool_case(draw: Any) -> Case:
                 check="sum", note=f"{form} {ins} -> {size}{' transposed' if transposed else ''}")
 
 
+# ---- layer norm for a target without LayerNormalization -----------------------------------
+
+
+def layer_norm_case(draw: Any) -> Case:
+    """layer_norm_to_reductions: `nn.LayerNorm` / `F.layer_norm` over the last k dims,
+    lowered for rknn2@1.4.0 (no LayerNormalization): within rounding (the "sum" check), or
+    rolled back by verification; checked against verify's grounded tolerance on a fresh draw
+    lower() never saw (the "grounded" check); finite values (a non-finite one makes the
+    whole row NaN in both)."""
+    rank = draw(st.integers(1, 4))
+    xs = _shape(draw, rank, 1, 8)
+    k = draw(st.integers(1, rank))
+    ns = xs[-k:]
+    dtype = draw(st.sampled_from([F32, F32, F64]))
+    tracer = draw(st.sampled_from(TRACERS))
+    eps = draw(st.sampled_from([1e-5, 1e-6, 1e-12]))
+    affine = draw(st.booleans())
+    seed = draw(st.integers(0, 2**31 - 1))
+    if draw(st.booleans()):
+        init = [f"self.ln = nn.LayerNorm({list(ns)!r}, eps={eps!r}, "
+                f"elementwise_affine={affine!r}, dtype={dtype!r})"]
+        body = ["return self.ln(x)"]
+        state: dict[str, torch.Tensor] = {}
+        if affine:
+            g = _gen(seed + 2)
+            state = {"ln.weight": torch.randn(ns, generator=g, dtype=dtype),
+                     "ln.bias": torch.randn(ns, generator=g, dtype=dtype)}
+    else:
+        init, state = [], {}
+        body = [f"return F.layer_norm(x, {list(ns)!r}, eps={eps!r})"]
+    g, g2 = _gen(seed), _gen(seed + 1)
+    return Case("layer_norm", ("layer_norm_to_reductions",), ("x",), body,
+                (values(xs, dtype, g, "finite"),), (values(xs, dtype, g2, "finite"),),
+                init=init, state=state, tracer=tracer, lower_kw={"target": "rknn2@1.4.0"},
+                check="grounded", note=f"{xs} over the last {k}, eps {eps}")
+
+
 # ---- slice_scatter / select_scatter / slice assignment ------------------------------------
 
 
@@ -1222,6 +1259,7 @@ FAMILIES: dict[str, tuple[Callable[[Any], Case], tuple[str, ...], float]] = {
     "masked_scatter": (masked_scatter_case, ("masked_scatter_to_mask_matmul",), 0.7),
     "slice_scatter": (slice_scatter_case, ("slice_scatter_to_concat",), 0.8),
     "pool": (pool_case, ("adaptive_pool_to_mean",), 0.4),
+    "layer_norm": (layer_norm_case, ("layer_norm_to_reductions",), 0.3),
     "conv": (conv_case, ("fold_bn_into_conv", "merge_conv_chain"), 1.3),
     "linear": (linear_case, ("merge_linear_chain", "fold_bn_into_conv"), 0.8),
 }
