@@ -49,6 +49,7 @@ def factory(tmp_path_factory) -> Path:
     return d / "netfactory.py"
 
 
+@pytest.mark.slow  # a full CLI round trip in subprocesses (make test-slow, in CI)
 def test_lower_check_report_round_trip(factory: Path, tmp_path: Path) -> None:
     out = tmp_path / "build" / "net.onnx"
     r = run("lower", f"{factory}:build", "-o", str(out))
@@ -67,6 +68,7 @@ def test_lower_check_report_round_trip(factory: Path, tmp_path: Path) -> None:
     assert "verification:" in r.stdout
 
 
+@pytest.mark.slow  # a full CLI round trip in subprocesses (make test-slow, in CI)
 def test_check_fails_the_unlowered_file_and_names_nodes(factory: Path, tmp_path: Path) -> None:
     sys.path.insert(0, str(factory.parent))
     try:
@@ -138,6 +140,7 @@ def test_lowering_failure_exits_1_naming_the_op(tmp_path: Path) -> None:
     assert "boolean mask index" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.slow  # a full CLI round trip in subprocesses (make test-slow, in CI)
 def test_on_forbidden_warn_writes_the_file_lists_what_remains_and_exits_1(tmp_path: Path
                                                                          ) -> None:
     f = tmp_path / "poolfactory.py"
@@ -200,6 +203,7 @@ def test_targets_lists_every_profile() -> None:
     assert "only these 78 ops" in r.stdout  # rknn2's allow list
 
 
+@pytest.mark.slow  # a full CLI round trip in subprocesses (make test-slow, in CI)
 def test_check_against_a_target(tmp_path: Path) -> None:
     path = _topk_model(tmp_path / "topk.onnx")
     r = run("check", str(path))  # generic: the Gather is forbidden
@@ -279,6 +283,7 @@ def test_demo_outside_a_checkout_is_a_usage_error(tmp_path: Path) -> None:
     assert "Traceback" not in r.stderr, r.stderr
 
 
+@pytest.mark.slow  # a full CLI round trip in subprocesses (make test-slow, in CI)
 def test_zoo_spec_from_the_repository_root(tmp_path: Path) -> None:
     out = tmp_path / "mae.onnx"
     r = run("lower", "models/mae.py:build", "-o", str(out), cwd=ROOT)
