@@ -48,11 +48,12 @@ from __future__ import annotations
 import os
 import stat
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import onnx
 from google.protobuf.message import Error as ProtobufError
+from google.protobuf.message import Message
 from onnx import AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto
 
 from fxlower.errors import OnnxCheckError
@@ -311,24 +312,13 @@ class NodeFacts:
     subgraphs and functions are judged from what is not known there: nothing."""
 
     def __init__(self, model: ModelProto) -> None:
+        import math
+
         from onnx.external_data_helper import uses_external_data
 
         g = model.graph
-        light = ModelProto()
-        light.ir_version = model.ir_version
-        light.opset_import.extend(model.opset_import)
-        light.functions.extend(model.functions)
-        for name in ("node", "input", "output", "value_info"):
-            getattr(light.graph, name).extend(getattr(g, name))
-        for t in g.initializer:
-            numel = 1
-            for d in t.dims:
-                numel *= d
-            if numel <= 1024 and not uses_external_data(t):
-                light.graph.initializer.append(t)
-            else:
-                light.graph.input.append(onnx.helper.make_tensor_value_info(
-                    t.name, t.data_type, list(t.dims)))
+        light = light_copy(model, lambda t: t if math.prod(t.dims) <= 1024
+                           and not uses_external_data(t) else None)
         self.ranks: dict[str, list[int | None]] = {}
         try:
             inferred = onnx.shape_inference.infer_shapes(light, strict_mode=False).graph
@@ -777,22 +767,49 @@ def validate(model: ModelProto, folder: str, shown: str) -> None:
             raise OnnxCheckError(f"{shown}: tensor '{t.name}': external data file '{loc}' holds "
                                  f"{size:,} bytes, the tensor needs bytes up to "
                                  f"{(info.offset or 0) + length:,}")
-    light = ModelProto()
-    light.CopyFrom(model)
-    if external:
-        keep = [t for t in light.graph.initializer if t.name not in external]
-        moved = [t for t in light.graph.initializer if t.name in external]
-        del light.graph.initializer[:]
-        light.graph.initializer.extend(keep)
-        declared = {i.name for i in light.graph.input}
-        light.graph.input.extend(onnx.helper.make_tensor_value_info(t.name, t.data_type,
-                                                                    list(t.dims))
-                                 for t in moved if t.name not in declared)
+    light = light_copy(model, lambda t: None if t.name in external else t)
     try:
         onnx.checker.check_model(light)
     except Exception as e:  # noqa: BLE001 - the checker's own words, first line
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise OnnxCheckError(f"{shown}: not a valid ONNX model (onnx.checker): {first}") from e
+
+
+def light_copy(model: ModelProto, inline: Callable[[TensorProto], TensorProto | None], *,
+               nodes: Iterable[NodeProto] | None = None,
+               extra: Iterable[TensorProto] = ()) -> ModelProto:
+    """`model` without its bulk, for onnx's checker and shape inference: every field as it
+    is but the main graph's nodes (`nodes`, default the graph's own) and initializers. An
+    initializer stays as `inline(t)` returns it, or, when that is None, is declared as a
+    typed graph input instead (once: files of old IR versions list initializers as inputs
+    already); `extra` initializers are added (values a caller knows)."""
+    light = ModelProto()
+    _copy_fields(model, light, skip=("graph",))
+    g = light.graph
+    _copy_fields(model.graph, g, skip=("node", "initializer"))
+    g.node.extend(model.graph.node if nodes is None else nodes)
+    declared = {i.name for i in g.input}
+    for t in model.graph.initializer:
+        kept = inline(t)
+        if kept is not None:
+            g.initializer.append(kept)
+        elif t.name not in declared:
+            g.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+            declared.add(t.name)
+    g.initializer.extend(extra)
+    return light
+
+
+def _copy_fields(src: Message, dst: Message, skip: tuple[str, ...]) -> None:
+    for f, value in src.ListFields():
+        if f.name in skip:
+            continue
+        if isinstance(value, Message):
+            getattr(dst, f.name).CopyFrom(value)
+        elif isinstance(value, (str, bytes, int, float)):
+            setattr(dst, f.name, value)
+        else:  # a repeated field
+            getattr(dst, f.name).extend(value)
 
 
 _ITEMSIZE: dict[int, int] = {TensorProto.FLOAT: 4, TensorProto.DOUBLE: 8, TensorProto.FLOAT16: 2,

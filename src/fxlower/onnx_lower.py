@@ -241,33 +241,25 @@ def _infer(model: onnx.ModelProto, folded: Mapping[str, np.ndarray], base: str |
     """Every tensor's (dims, elem_type) from ONNX shape inference, run on a light copy whose
     large initializers are declared as typed inputs instead (a >2 GB model infers too) and
     whose nodes computing only `folded` values are those values."""
-    light = onnx.ModelProto()
-    light.ir_version = model.ir_version
-    light.opset_import.extend(model.opset_import)
-    light.functions.extend(model.functions)
-    g = light.graph
-    for fname in ("input", "output", "value_info"):
-        getattr(g, fname).extend(getattr(model.graph, fname))
+    from .check import light_copy
+
+    nodes, known = [], []
     for n in model.graph.node:
         outs = [o for o in n.output if o]
         if outs and all(o in folded for o in outs):
-            g.initializer.extend(numpy_helper.from_array(np.asarray(folded[o]), o)
-                                 for o in outs)
+            known += [numpy_helper.from_array(np.asarray(folded[o]), o) for o in outs]
         else:
-            g.node.append(n)
-    for t in model.graph.initializer:
-        if _numel(t.dims) <= 1024:
-            g.initializer.append(numpy_helper.from_array(_array(t, base), t.name)
-                                 if base is not None else t)
-        else:
-            g.input.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+            nodes.append(n)
+    light = light_copy(model, lambda t: None if _numel(t.dims) > 1024 else (
+        numpy_helper.from_array(_array(t, base), t.name) if base is not None else t),
+        nodes=nodes, extra=known)
     inferred = onnx.shape_inference.infer_shapes(light, strict_mode=False, data_prop=True)
     out: dict[str, tuple[list[int | str | None], int]] = {}
     ig = inferred.graph
     for vi in list(ig.input) + list(ig.value_info) + list(ig.output):
         if vi.type.HasField("tensor_type"):
             out[vi.name] = (_dims(vi.type.tensor_type), vi.type.tensor_type.elem_type)
-    for t in list(model.graph.initializer) + list(g.initializer):
+    for t in list(model.graph.initializer) + known:
         out[t.name] = (list(t.dims), t.data_type)
     return out
 
