@@ -137,6 +137,19 @@ def classes(b: Any, x: Tensor) -> Tensor:
     return c + (x == 0).to(f) * ((one / x) < 0).to(f) * float(NEGZERO)
 
 
+def _source(b: Any, x: Tensor, dtype: torch.dtype, known_finite: bool
+            ) -> tuple[Tensor, torch.dtype, Tensor | None]:
+    """What a selection reads of its source: x in the work dtype, or,
+    for a float source that may hold NaN/inf/-0.0, x's finite part and the codes that carry
+    the rest (None when none are needed)."""
+    wdt = work_dtype(dtype)
+    xw = _to(x, wdt, dtype)
+    if not needs_codes(dtype, known_finite):
+        return xw, wdt, None
+    c = classes(b, x)
+    return finite_part(xw), wdt, c
+
+
 def finite_part(x: Tensor) -> Tensor:
     """x with NaN and +-inf replaced by 0 (x - x is 0 exactly for finite x, NaN otherwise)."""
     return torch.where((x - x) == 0, x, 0.0)
@@ -250,18 +263,13 @@ def take_rows(
     Cost: pre*k*n*post multiply-adds (+1/8 of that for the code path of float sources that
     may hold non-finite values); the one-hot mask has k*n elements (pre*k*n when batched).
     """
-    wdt = work_dtype(dtype)
-    xw = _to(x, wdt, dtype)
-    codes = needs_codes(dtype, known_finite)
-    if codes:
-        c = classes(b, x)
-        xw = finite_part(xw)
+    xw, wdt, c = _source(b, x, dtype, known_finite)
     if post > 1:
         # one block (pre == 1, the embedding case): 2-D operands, so onnxruntime prepacks a
         # constant table (a [1, V, D] MatMul operand runs ~1.5x slower, measured)
         lead = (pre,) if pre > 1 or batched else ()
         y = _onehot(b, idx, n, wdt, False, fm) @ xw.reshape(*lead, n, post)
-        if codes:
+        if c is not None:
             mf = _onehot(b, idx, n, torch.float32, False, fm)
             if not fm.pack:
                 y = restore(y, mf @ c.reshape(*lead, n, post), wdt)
@@ -275,7 +283,7 @@ def take_rows(
         y = (xw.reshape(pre, 1, n) @ mt).reshape(pre, k)
     else:
         y = xw.reshape(pre, n) @ mt
-    if codes:
+    if c is not None:
         mtf = _onehot(b, idx, n, torch.float32, True, fm)
         if batched:
             y = restore(y, (c.reshape(pre, 1, n) @ mtf).reshape(pre, k), wdt)
@@ -299,12 +307,7 @@ def gather_elements(
     exact (integers select with Where + ReduceMax instead). Mask and select temporaries have
     numel(idx) * n elements."""
     n = x_shape[dim]
-    wdt = work_dtype(dtype)
-    xw = _to(x, wdt, dtype)
-    codes = needs_codes(dtype, known_finite)
-    if codes:
-        c = classes(b, x)
-        xw = finite_part(xw)
+    xw, wdt, c = _source(b, x, dtype, known_finite)
     src = xw.movedim(dim, -1).unsqueeze(dim)
     if fm.mask == "arith" and not _is_real(idx):
         m = _onehot(b, idx, n, wdt, False, fm)  # [..., k, ..., n] float/int 0-1
@@ -324,7 +327,7 @@ def gather_elements(
             wdt = y.dtype
         else:  # onnxruntime's int64 ReduceSum rounds through float64: select with ReduceMax
             y = torch.where(mask, src, torch.iinfo(wdt).min).amax(-1)
-        if codes:
+        if c is not None:
             sel = (mask.to(torch.float32) * c.movedim(dim, -1).unsqueeze(dim)).sum(-1)
             y = restore(y, sel, wdt)
     return y.to(dtype)
