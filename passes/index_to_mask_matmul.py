@@ -20,6 +20,12 @@ Legality (each a skip reason):
    else arithmetic mask; the non-finite code path needs comparisons and Where).
 
 Formulations:
+- run-time index, target with Gather under conditions this lookup breaks (Kneron: a single
+  index; TIDL: 1-D indices): the target's own Gather on 1-D pieces of the flattened index
+  (Reshape, Slice, Gather, Concat), each piece as large as the conditions allow; bit-exact
+  for every dtype and value, no mask. Only for one indexed dim, at most 512 pieces, and
+  when negative indices cannot occur (nn.Embedding, F.embedding and index_select raise on
+  them; normalise marks those) or the target can wrap them (Less, Add, Where).
 - index known when lowering (buffer, constant, arange): no run-time mask. Runs of a
   constant step become Slice + Concat when there are at most 16 of them; else, when the
   source is known too (a relative-position table), the looked-up values are folded into
@@ -48,8 +54,9 @@ import torch.fx as fx
 
 from fxlower.graph import Builder, node_of
 from fxlower.kernels import gather as kernels
-from fxlower.normalise import INDEX
+from fxlower.normalise import IN_RANGE, INDEX
 from fxlower.rewrite import Context, Plan, RewritePass, Skip
+from fxlower.targets import Facts
 
 from ._common import (
     MAX_RUNS,
@@ -119,7 +126,22 @@ class OneHotPlan(_OneHot):
     index_dtypes: tuple[torch.dtype, ...]  # the index tensors' dtypes
 
 
-IndexPlan = Folded | EmptyPlan | SlicePlan | ConstOneHotPlan | OneHotPlan
+@dataclass(frozen=True, kw_only=True)
+class GatherPiecesPlan(Plan):
+    """The target's own Gather, in pieces that meet its conditions (a run-time index)."""
+
+    x: fx.Node
+    dim: int  # the one indexed dim
+    index: fx.Node
+    size: int  # x's size along dim
+    k: int  # indices looked up
+    chunk: int  # indices per piece
+    wrap: bool  # wrap negative indices first (the op allowed them)
+    out_shape: tuple[int, ...]
+
+
+IndexPlan = Folded | EmptyPlan | SlicePlan | ConstOneHotPlan | OneHotPlan | GatherPiecesPlan
+MAX_PIECES = 512  # more single-index Gathers than this is no longer a sane graph
 
 
 class IndexToMaskMatmul(RewritePass[Index, IndexPlan]):
@@ -182,6 +204,9 @@ class IndexToMaskMatmul(RewritePass[Index, IndexPlan]):
                                    pre=pre, n=n, post=post, out_shape=out_shape, k=k,
                                    dtype=sx.dtype, known_finite=finite, fm=kernels.DEFAULT,
                                    lin=lin)
+        native = self._gather_pieces(m, ctx, pos, k, out_shape)
+        if native is not None:
+            return native
         fm = kernels.choose(ctx.options.target, codes=not finite, wrap=True,
                             elementwise=False, n=n)
         if isinstance(fm, str):  # 4.
@@ -196,6 +221,42 @@ class IndexToMaskMatmul(RewritePass[Index, IndexPlan]):
                           dtype=sx.dtype, known_finite=finite, fm=fm,
                           indices=index_nodes, sizes=tuple(sizes),
                           index_dtypes=tuple(s.dtype for s in specs))
+
+    @staticmethod
+    def _gather_pieces(m: Index, ctx: Context, pos: list[int], k: int,
+                       out_shape: tuple[int, ...]) -> GatherPiecesPlan | None:
+        """Formulation 0: a target that has Gather, but under conditions this lookup breaks
+        (Kneron: a single index; TIDL: a 1-D indices tensor), gets its own Gather on 1-D
+        pieces of the flattened index that meet them. None when that is not possible."""
+        target = ctx.options.target
+        if target is None or not target.allows("Gather") or len(pos) != 1:
+            return None
+        index = m.indices[pos[0]]
+        assert index is not None and isinstance(m.x, fx.Node)
+        wrap = not m.node.meta.get(IN_RANGE, False)  # x[idx] allows negative indices
+        if wrap and not all(target.allows(op) for op in kernels.OPS["wrap:compare"]):
+            return None
+        data_const = ctx.is_const(m.x)
+        sizes = sorted({k} | {int(c.value) for c in target.conditions.get("Gather", ())
+                              if c.kind == "indices_max_elems" and 0 < int(c.value) < k},
+                       reverse=True)
+        for chunk in sizes:
+            facts = Facts(indices_numel=chunk, indices_rank=1, indices_const=False,
+                          data_const=data_const)
+            if target.broken_condition("Gather", facts):
+                continue
+            count = -(-k // chunk)
+            need = ("Reshape",) + (("Slice", "Concat") if count > 1 else ())
+            if count > MAX_PIECES or not all(target.allows(op) for op in need):
+                return None
+            sx = ctx.spec(m.x)
+            assert sx is not None
+            return GatherPiecesPlan(
+                detail=f"the target's own Gather in {count} piece(s) of at most {chunk} "
+                       f"index(es), 1-D (meets its conditions; bit-exact)",
+                x=m.x, dim=pos[0], index=index, size=sx.shape[pos[0]], k=k, chunk=chunk,
+                wrap=wrap, out_shape=out_shape)
+        return None
 
     @staticmethod
     def _linear(ctx: Context, values: list[torch.Tensor], sizes: list[int],
@@ -215,6 +276,15 @@ class IndexToMaskMatmul(RewritePass[Index, IndexPlan]):
             return replace_folded(plan, b)
         if isinstance(plan, EmptyPlan):
             return replace_empty(plan, b)
+        if isinstance(plan, GatherPiecesPlan):
+            i = b.proxy(plan.index).reshape(-1)
+            if plan.wrap:
+                i = kernels.wrap_negative(i, plan.size)
+            src = b.proxy(plan.x)
+            parts = [torch.index_select(src, plan.dim, i[a: a + plan.chunk])
+                     for a in range(0, plan.k, plan.chunk)]
+            y = parts[0] if len(parts) == 1 else torch.cat(parts, plan.dim)
+            return node_of(y.reshape(plan.out_shape))
         x = b.proxy(plan.x)
         if not plan.adjacent:
             x = x.permute(*plan.pos, *plan.others)

@@ -39,6 +39,9 @@ aten = torch.ops.aten
 SELECT = aten.select.int
 INDEX = aten.index.Tensor
 GATHER = aten.gather.default
+# meta key on an `aten.index` that stands for an op raising on an index outside [0, n)
+# (nn.Embedding, F.embedding, index_select): its indices need no wrapping of negatives
+IN_RANGE = "fxl_index_in_range"
 
 _SPELLINGS: dict[str, set[Any]] = {
     "gather": {torch.gather, aten.gather.default, "gather"},
@@ -170,6 +173,11 @@ def _padding_row_without_grad(e: _Emitter, w: fx.Node, weight: Any, padding_idx:
     return e.call(aten.sub.Tensor, w, delta)
 
 
+def _in_range(n: fx.Node) -> fx.Node:
+    n.meta[IN_RANGE] = True
+    return n
+
+
 def _index_along(e: _Emitter, x: Any, dim: int, idx: Any) -> fx.Node:
     return e.call(INDEX, x, [None] * dim + [idx])
 
@@ -283,7 +291,7 @@ def _normalise_one(node: fx.Node, kind: str, gm: fx.GraphModule, e: _Emitter) ->
             return "scale_grad_by_freq changes gradients, which a mask product would not reproduce"
         table = e.get_attr(f"{node.target}.weight")
         table = _padding_row_without_grad(e, table, mod.weight, mod.padding_idx, mod.training)
-        _finish(node, e.call(INDEX, table, [node.args[0]]))
+        _finish(node, _in_range(e.call(INDEX, table, [node.args[0]])))
         return None
 
     if kind == "embedding":
@@ -302,7 +310,7 @@ def _normalise_one(node: fx.Node, kind: str, gm: fx.GraphModule, e: _Emitter) ->
             pad = None if pad == -1 else pad
         if isinstance(w, fx.Node) and w.op == "get_attr" and isinstance(pad, int):
             w = _padding_row_without_grad(e, w, g.get_attr(gm, str(w.target)), pad, gm.training)
-        _finish(node, e.call(INDEX, w, [idx]))
+        _finish(node, _in_range(e.call(INDEX, w, [idx])))
         return None
 
     x = node.args[0] if node.args else node.kwargs.get("input")
@@ -349,7 +357,7 @@ def _normalise_one(node: fx.Node, kind: str, gm: fx.GraphModule, e: _Emitter) ->
                 return "shapes unknown: pass example_inputs to resolve a negative dim"
             dim += rank
         flat = e.call(aten.reshape.default, idx, [-1])
-        _finish(node, _index_along(e, x, dim, flat))
+        _finish(node, _in_range(_index_along(e, x, dim, flat)))
         return None
 
     if kind == "gather":

@@ -33,6 +33,8 @@ from strategies import source as _source
 
 import fxlower
 from fxlower.api import onnx_export
+from fxlower.check import check_file
+from fxlower.targets import Condition
 
 
 def test_indexing_a_buffer_is_lowered() -> None:
@@ -237,3 +239,67 @@ def test_advanced_indexing_any_positions_negative_and_broadcast(data: st.DataObj
     lowered = _lower(model, (x, *idx), tracer)
     assert gather_ops_left(lowered) == {}
     assert_same_outputs(model(x, *idx), lowered(x, *idx))
+
+
+# ---- formulation 0: the target's own Gather, in pieces that meet its conditions
+
+
+class _Lookup(nn.Module):
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.how = how
+        self.emb = nn.Embedding(50, 6)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        if self.how == "embedding":
+            return self.emb(ids)
+        if self.how == "index_select":
+            return torch.index_select(self.emb.weight, 0, ids.reshape(-1))
+        return self.emb.weight[ids]  # advanced indexing: negative indices allowed
+
+
+def _pieces(low: torch.fx.GraphModule) -> list[str]:
+    return [a.detail for a in applied(low, "index_to_mask_matmul") if "piece" in a.detail]
+
+
+def test_pieces_meet_kneron_single_index_and_tidl_one_dimensional_conditions() -> None:
+    ids = torch.randint(0, 50, (3, 4))
+    for how in ("embedding", "index_select"):
+        m = _Lookup(how).eval()
+        for target, expect in (("kneron", "12 piece(s) of at most 1 index"),
+                               ("tidl", "1 piece(s) of at most 12 index")):
+            low = lower_quiet(m, (ids,), target=target)
+            if how == "index_select" and target == "tidl":  # a 1-D index: kept as it is
+                assert _pieces(low) == [] and "runs Gather natively" in str(skipped(low))
+            else:
+                assert [expect in d for d in _pieces(low)] == [True], (how, target)
+            assert torch.equal(low(ids), m(ids))
+            with tempfile.TemporaryDirectory() as d:
+                path = os.path.join(d, "m.onnx")
+                fxlower.export(m, (ids,), path, target=target)
+                assert check_file(path, target=target).ok
+
+
+def test_pieces_refused_where_negative_indices_need_a_wrap_the_target_cannot_do() -> None:
+    ids = torch.randint(-50, 50, (3, 4))
+    m = _Lookup("getitem").eval()
+    with pytest.raises(fxlower.LoweringError, match="allows no exact formulation"):
+        lower_quiet(m, (ids,), target="kneron")  # no Less/Where to wrap, no Equal/Cast either
+    # a target with the comparisons wraps them first, and its Gather takes 1-D indices only
+    t = fxlower.Target(name="cmp1d", forbid={"GatherND", "GatherElements"},
+                       conditions={"Gather": (Condition(
+                           "indices_max_rank", 1, "1-D indices"),)})
+    low = lower_quiet(m, (ids,), target=t)
+    assert len(_pieces(low)) == 1 and torch.equal(low(ids), m(ids))
+
+
+def test_pieces_refused_beyond_the_piece_limit_or_without_slice() -> None:
+    m = _Lookup("embedding").eval()
+    ids = torch.randint(0, 50, (2, 300))  # 600 single-index pieces > 512
+    with pytest.raises(fxlower.LoweringError, match="allows no exact formulation"):
+        lower_quiet(m, (ids,), target="kneron")
+    one = Condition("indices_max_elems", 1, "a single index")
+    t = fxlower.Target(name="noslice", forbid={"Slice", "GatherND"}, conditions={"Gather": (one,)})
+    low = lower_quiet(m, (torch.randint(0, 50, (3, 4)),), target=t)
+    assert _pieces(low) == []  # the one-hot product instead
+    assert applied(low, "index_to_mask_matmul")
