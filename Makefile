@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.fxlower-installed
 
-.PHONY: demo test test-slow bench lint fuzz corpus onnx-corpus targets-table clean install
+.PHONY: demo test test-slow bench lint fuzz corpus onnx-corpus targets-table targets-corpus clean install
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -56,10 +56,15 @@ onnx-corpus: $(STAMP)
 targets-table: $(STAMP)
 	$(PY) tools/target_table.py
 
+# The same table for the corpus (models/corpus/): each (model, target) cell in a fresh
+# process, two at a time (--jobs), 600 s each at most; the table goes to build/targets-corpus.md.
+targets-corpus: $(STAMP)
+	$(PY) tools/target_table.py --corpus --out build/targets-corpus.md
+
 lint: $(STAMP)
 	$(PY) -m ruff check src passes tests models tools benchmarks
 	$(PY) -m mypy  # strict on src/fxlower and passes: see [tool.mypy] in pyproject.toml
-	MYPYPATH=src:. $(PY) -m mypy --explicit-package-bases tools/fuzz benchmarks  # the dev tools, as strictly
+	MYPYPATH=src:. $(PY) -m mypy --explicit-package-bases tools/fuzz tools/target_table.py benchmarks  # the dev tools, as strictly
 
 clean:
 	rm -rf build dist .pytest_cache .hypothesis

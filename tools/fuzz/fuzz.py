@@ -928,6 +928,83 @@ def layer_norm_case(draw: Any) -> Case:
                 check="grounded", note=f"{xs} over the last {k}, eps {eps}")
 
 
+# ---- the models' own ops a target lacks: GELU, logical ops, attention ---------------------
+
+
+def gelu_case(draw: Any) -> Case:
+    """gelu_to_erf: `nn.GELU` / `F.gelu` (both approximate modes) lowered for rknn2@2.x (Erf)
+    or rknn2@1.4.0 (no Erf: the rational erf); within rounding, checked against verify's
+    grounded tolerance on a fresh draw lower() never saw."""
+    xs = _shape(draw, draw(st.integers(1, 4)), 1, 8)
+    dtype = draw(st.sampled_from([F32, F32, F64]))
+    tracer = draw(st.sampled_from(TRACERS))
+    approx = draw(st.sampled_from(["none", "tanh"]))
+    target = draw(st.sampled_from(["rknn2@2.x", "rknn2@1.4.0"]))
+    seed = draw(st.integers(0, 2**31 - 1))
+    if draw(st.booleans()):
+        init, body = [f"self.act = nn.GELU(approximate={approx!r})"], ["return self.act(x)"]
+    else:
+        init, body = [], [f"return F.gelu(x, approximate={approx!r})"]
+    g, g2 = _gen(seed), _gen(seed + 1)
+    return Case("gelu", ("gelu_to_erf",), ("x",), body,
+                (values(xs, dtype, g, "finite"),), (values(xs, dtype, g2, "finite"),),
+                init=init, tracer=tracer, lower_kw={"target": target}, check="grounded",
+                note=f"{xs} {approx} on {target}")
+
+
+_LOGICAL = ["a & b", "a | b", "a ^ b", "~a", "torch.logical_and(x, y)", "torch.logical_or(a, y)",
+            "torch.logical_xor(x, b)", "torch.logical_not(y)", "torch.isnan(x)", "torch.isinf(y)"]
+
+
+def logical_case(draw: Any) -> Case:
+    """logical_to_arithmetic: bool &, |, ^, ~, logical_*, isnan, isinf on values with NaN,
+    +-inf and -0.0, lowered for rknn2@1.4.0 (none of And/Or/Xor/Not/IsNaN/IsInf); bit-exact."""
+    xs = _shape(draw, draw(st.integers(1, 3)), 1, 6)
+    ys = xs if draw(st.booleans()) else (1,) * len(xs)  # broadcast
+    dtype = draw(st.sampled_from([F32, F16, F64]))
+    tracer = draw(st.sampled_from(TRACERS))
+    exprs = draw(st.lists(st.sampled_from(_LOGICAL), min_size=1, max_size=3, unique=True))
+    seed = draw(st.integers(0, 2**31 - 1))
+    body = ["a, b = x > 0, y < 0.5", f"return ({', '.join(exprs)},)"]
+    g, g2 = _gen(seed), _gen(seed + 1)
+    return Case("logical", ("logical_to_arithmetic",), ("x", "y"), body,
+                (values(xs, dtype, g, "nonfinite"), values(ys, dtype, g, "nonfinite")),
+                (values(xs, dtype, g2, "nonfinite"), values(ys, dtype, g2, "nonfinite")),
+                tracer=tracer, lower_kw={"target": "rknn2@1.4.0"}, note=" ; ".join(exprs))
+
+
+def attention_case(draw: Any) -> Case:
+    """attention_to_matmul_softmax: F.scaled_dot_product_attention with a boolean (fully
+    masked rows happen), causal, float or no mask, lowered for rknn2@1.4.0 (no IsNaN, no
+    Trilu: the boolean and causal ones are rewritten, the others kept as the exporter writes
+    them); within rounding, checked against verify's grounded tolerance on a fresh draw."""
+    b, h = draw(st.integers(1, 2)), draw(st.integers(1, 3))
+    lq, ls, e = draw(st.integers(1, 7)), draw(st.integers(1, 7)), draw(st.integers(1, 9))
+    dtype = draw(st.sampled_from([F32, F32, F64]))
+    tracer = draw(st.sampled_from(["export", "export", "symbolic_trace"]))
+    kind = draw(st.sampled_from(["bool", "bool", "causal", "float", "none"]))
+    scale = draw(st.sampled_from([None, 0.05, 1.0]))
+    seed = draw(st.integers(0, 2**31 - 1))
+    kw = ("" if scale is None else f", scale={scale!r}") + (
+        ", is_causal=True" if kind == "causal" else "")
+    names: tuple[str, ...] = ("q", "k", "v")
+    shapes = [(b, h, lq, e), (b, h, ls, e), (b, h, ls, e)]
+    mask = ""
+    if kind in ("bool", "float"):
+        names += ("m",)
+        shapes.append((b, 1, lq, ls))
+        mask = ", attn_mask=m > 0" if kind == "bool" else (
+            ", attn_mask=m.masked_fill(m > 1, float('-inf'))")
+    body = [f"return F.scaled_dot_product_attention(q, k, v{mask}{kw})"]
+    g, g2 = _gen(seed), _gen(seed + 1)
+    t = {"target": "rknn2@1.4.0"}
+    return Case("attention", ("attention_to_matmul_softmax",), names, body,
+                tuple(values(s, dtype, g, "moderate") for s in shapes),
+                tuple(values(s, dtype, g2, "moderate") for s in shapes),
+                tracer=tracer, lower_kw=t, check="grounded",
+                note=f"q{shapes[0]} k{shapes[1]} {kind} mask{kw}")
+
+
 # ---- slice_scatter / select_scatter / slice assignment ------------------------------------
 
 
@@ -1260,6 +1337,9 @@ FAMILIES: dict[str, tuple[Callable[[Any], Case], tuple[str, ...], float]] = {
     "slice_scatter": (slice_scatter_case, ("slice_scatter_to_concat",), 0.8),
     "pool": (pool_case, ("adaptive_pool_to_mean",), 0.4),
     "layer_norm": (layer_norm_case, ("layer_norm_to_reductions",), 0.3),
+    "gelu": (gelu_case, ("gelu_to_erf",), 0.2),
+    "logical": (logical_case, ("logical_to_arithmetic",), 0.2),
+    "attention": (attention_case, ("attention_to_matmul_softmax",), 0.3),
     "conv": (conv_case, ("fold_bn_into_conv", "merge_conv_chain"), 1.3),
     "linear": (linear_case, ("merge_linear_chain", "fold_bn_into_conv"), 0.8),
 }
