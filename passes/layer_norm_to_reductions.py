@@ -62,6 +62,7 @@ class ReductionsPlan(Plan):
     weight: object
     bias: object
     eps: float
+    dtype: torch.dtype
 
 
 def _bind(node: fx.Node, ctx: Context) -> LayerNorm | None:
@@ -115,14 +116,18 @@ class LayerNormToReductions(RewritePass[LayerNorm, ReductionsPlan]):
         return ReductionsPlan(detail=f"ReduceMean/Sub/Mul/Add/Sqrt/Div over the last {k} "
                                      f"dim(s) (rounding-level, not bit-exact)",
                               x=m.x, dims=tuple(range(-k, 0)), weight=m.weight, bias=m.bias,
-                              eps=m.eps)
+                              eps=m.eps, dtype=s.dtype)
 
     def replace(self, plan: ReductionsPlan, b: Builder) -> fx.Node:
         x = b.proxy(plan.x)
         mean = x.mean(dim=plan.dims, keepdim=True)
         d = x - mean
         var = (d * d).mean(dim=plan.dims, keepdim=True)
-        y = d / torch.sqrt(var + plan.eps)
+        # eps as a one-element tensor, not a Python scalar: the exporter's optimizer
+        # (onnxscript's add_0 rule, torch 2.13) deletes `x + c` for a scalar |c| <= 1e-8, so
+        # a scalar eps of 1e-12 vanished from the file and constant rows became 0/0 = NaN
+        eps = b.const(torch.tensor([plan.eps], dtype=plan.dtype), "layer_norm_eps")
+        y = d / torch.sqrt(var + eps)
         for t, combine in ((plan.weight, torch.mul), (plan.bias, torch.add)):
             if t is None:
                 continue

@@ -50,6 +50,24 @@ def test_applied_for_a_target_without_layer_normalization_and_the_file_shows_it(
     assert "LayerNormalization" not in ops and ops["ReduceMean"] == 4 and ops["Sqrt"] == 2
 
 
+def test_a_tiny_eps_survives_the_exporter_and_constant_rows_stay_finite() -> None:
+    """torch's exporter (onnxscript's add_0 rule) deletes `x + c` for a scalar |c| <= 1e-8:
+    with eps written as a scalar, a 1e-12 eps vanished and a constant row gave 0/0 = NaN in
+    onnxruntime (DeiT and BEiT of the corpus on rknn2@1.4.0)."""
+    m = nn.LayerNorm(16, eps=1e-12).eval()
+    x = torch.randn(2, 4, 16)
+    x[0, 1] = 3.0  # a constant row: variance 0
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "m.onnx")
+        fxlower.export(m, (x,), path, target="rknn2@1.4.0")  # verifies in onnxruntime
+        import onnxruntime as ort
+
+        sess = ort.InferenceSession(path)
+        out = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+    assert not torch.from_numpy(out).isnan().any()
+    assert torch.allclose(torch.from_numpy(out), m(x), atol=1e-5)
+
+
 def test_kept_where_the_op_exists_or_no_target_is_given() -> None:  # 1.
     assert applied(lower_quiet(Two().eval(), (X,)), PASS) == []
     assert applied(lower_quiet(Two().eval(), (X,), target="rknn2@2.x"), PASS) == []
