@@ -6,6 +6,7 @@ from fxlower.rewrite import AnyPass
 
 from .adaptive_pool_to_mean import AdaptivePoolToMean
 from .attention_to_matmul_softmax import AttentionToMatmulSoftmax
+from .cumsum_to_matmul import CumsumToMatmul
 from .fold_bn_into_conv import FoldBnIntoConv
 from .gather_to_mask_matmul import GatherToMaskMatmul
 from .gelu_to_erf import GeluToErf
@@ -22,7 +23,7 @@ from .slice_scatter_to_concat import SliceScatterToConcat
 from .topk_gather_to_values import TopkGatherToValues
 
 # Run order: merges of linear layers; the model's own ops a target lacks (layer norm, GELU,
-# logical ops, attention); pooling the exporter would write through a gather; then the
+# logical ops, cumulative sums, attention); pooling the exporter would write through a gather; then the
 # gather family: exact slices and value reuse first, mask products last; then the scatter
 # family, slices first.
 PASSES: list[AnyPass] = [
@@ -32,6 +33,7 @@ PASSES: list[AnyPass] = [
     LayerNormToReductions(),
     GeluToErf(),
     LogicalToArithmetic(),
+    CumsumToMatmul(),
     AttentionToMatmulSoftmax(),
     AdaptivePoolToMean(),
     SelectToSlice(),

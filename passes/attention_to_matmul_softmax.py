@@ -34,6 +34,7 @@ no mask, fully masked rows, q and k scaled up to 30x) against the float64 truth:
 case at most 2.4x PyTorch's; the property test holds it to 4x + 1e-6). Fully masked rows
 give exact zeros, as in PyTorch. Verification holds every use to the tolerance grounded in
 the original's own float32 error.
+The result has the strides PyTorch's kernel gives (transformers views it after a transpose).
 Cost: the same two products as the exporter's decomposition; one ReduceMax over the scores
 and an Equal/Where on one value per row in place of IsNaN/Where on every score.
 """
@@ -88,6 +89,7 @@ class AttentionPlan(Plan):
     causal: tuple[int, int] | None  # (L, S) of a causal mask
     scale: float
     dtype: torch.dtype
+    layout: tuple[int, ...]  # the dims of PyTorch's output in memory order (outermost first)
 
 
 def _bind(node: fx.Node) -> Attention | None:
@@ -104,6 +106,18 @@ def _mask_kind(m: Attention, ctx: Context) -> str:
         return "none"
     s = ctx.spec(m.mask)
     return "bool" if s is not None and s.dtype == torch.bool else "float"
+
+
+def _layout(node: fx.Node) -> tuple[int, ...]:
+    """The dims of the op's output in memory order. PyTorch's CPU kernels return [B, H, L, E]
+    laid out as [B, L, H, E], and models rely on it (transformers' `.transpose(1, 2).view(...)`
+    after an export trace that dropped the `.contiguous()` as a no-op), so the replacement
+    gives its result the same strides."""
+    val = node.meta.get("val")
+    if not isinstance(val, torch.Tensor):
+        return ()
+    strides = val.stride()
+    return tuple(sorted(range(val.dim()), key=lambda d: (-strides[d], d)))
 
 
 class AttentionToMatmulSoftmax(RewritePass[Attention, AttentionPlan]):
@@ -166,7 +180,7 @@ class AttentionToMatmulSoftmax(RewritePass[Attention, AttentionPlan]):
                    f"Equal/Where (the exporter's form needs {', '.join(lacked)}; "
                    "rounding-level, not bit-exact)",
             q=q, k=k, v=v, mask=mask, mask_bool=mask_bool, causal=causal, scale=scale,
-            dtype=sq.dtype)
+            dtype=sq.dtype, layout=_layout(m.node))
 
     def replace(self, plan: AttentionPlan, b: Builder) -> fx.Node:
         q, k, v = b.proxy(plan.q), b.proxy(plan.k), b.proxy(plan.v)
@@ -180,4 +194,9 @@ class AttentionToMatmulSoftmax(RewritePass[Attention, AttentionPlan]):
             x = x + (torch.where(mask, 0.0, -math.inf) if plan.mask_bool else mask)
         w = torch.softmax(x, -1)
         w = torch.where(x.amax(-1, keepdim=True) == -math.inf, 0.0, w)
-        return node_of(w @ v)
+        out = w @ v
+        order = plan.layout
+        if order and order != tuple(range(len(order))):  # PyTorch's strides (see _layout)
+            back = tuple(order.index(d) for d in range(len(order)))
+            out = out.permute(*order).contiguous().permute(*back)
+        return node_of(out)

@@ -4,20 +4,23 @@ IsNaN / IsInf, the op becomes arithmetic on 0/1 floats cast back to bool.
 Covers, on boolean operands: `a & b`, `a | b`, `a ^ b`, `~a` (operator, Tensor method,
 `torch.bitwise_*` and `aten.__and__` / `aten.bitwise_*` spellings), and on any operands
 `torch.logical_and/or/xor/not` (non-bool operands are cast to bool first, as PyTorch's own
-kernel tests `!= 0`); `torch.isnan(x)` and `torch.isinf(x)` on float tensors. The exporter
-writes them as And / Or / Xor / Not / IsNaN / IsInf, which RKNN-Toolkit2 (Not, Or, Xor,
-IsNaN, IsInf in 2.x; And too in 1.4.0) and Kneron's NPUs do not list.
+kernel tests `!= 0`); `a != b` / `torch.ne` on any dtype (exported as Not(Equal)); and
+`torch.isnan(x)` and `torch.isinf(x)` on float tensors. The exporter writes them as And /
+Or / Xor / Not / IsNaN / IsInf, which RKNN-Toolkit2 (Not, Or, Xor, IsNaN, IsInf in 2.x; And
+too in 1.4.0) and Kneron's NPUs do not list (RoBERTa's position ids start with
+`input_ids.ne(padding_idx)`).
 
 Algebra, with `f(a) = Cast(a, float32)` in {0, 1}:
     a & b = Cast(f(a) * f(b), bool)        a | b = Cast(f(a) + f(b), bool)
     a ^ b = Cast(f(a) - f(b), bool)        ~a    = Cast(1 - f(a), bool)
+    a != b = Cast(1 - f(Equal(a, b)), bool)
     isnan(x) = Cast(1 - f(x == x), bool)   isinf(x) = Cast(f(x == inf) + f(x == -inf), bool)
 (a Cast to bool is `!= 0`; every intermediate is one of -1, 0, 1, 2). ONNX ops: Cast, Mul,
-Add, Sub, and Equal for IsNaN / IsInf.
+Add, Sub, and Equal for !=, IsNaN and IsInf.
 
 Legality (each a skip reason):
 1. a target is given and lacks the op the node exports to (otherwise the op stays);
-2. the target has Cast and the arithmetic op of the formulation (and Equal for IsNaN /
+2. the target has Cast and the arithmetic op of the formulation (and Equal for !=, IsNaN /
    IsInf);
 3. the operands' dtypes are known: bool for the bitwise spellings (on integers they are
    bitwise ops, BitwiseAnd & co., not logical ones), a floating dtype for isnan / isinf.
@@ -55,13 +58,16 @@ _KINDS: dict[str, tuple[str, set[Any], set[Any]]] = {
     "not": ("Not", {operator.invert, torch.bitwise_not, aten.bitwise_not.default,
                     "__invert__", "bitwise_not"},
             {torch.logical_not, aten.logical_not.default, "logical_not"}),
+    # a != b exports as Not(Equal(a, b)): any dtype
+    "ne": ("Not", set(), {operator.ne, torch.ne, aten.ne.Tensor, aten.ne.Scalar, "ne",
+                          "__ne__"}),
     "isnan": ("IsNaN", set(), {torch.isnan, aten.isnan.default, "isnan"}),
     "isinf": ("IsInf", set(), {torch.isinf, aten.isinf.default, "isinf"}),
 }
 # ONNX ops of each formulation
 _NEEDS: dict[str, tuple[str, ...]] = {
     "and": ("Cast", "Mul"), "or": ("Cast", "Add"), "xor": ("Cast", "Sub"),
-    "not": ("Cast", "Sub"), "isnan": ("Equal", "Cast", "Sub"), "isinf": ("Equal", "Cast", "Add"),
+    "not": ("Cast", "Sub"), "ne": ("Equal", "Cast", "Sub"), "isnan": ("Equal", "Cast", "Sub"), "isinf": ("Equal", "Cast", "Add"),
 }
 
 
@@ -128,7 +134,9 @@ class LogicalToArithmetic(RewritePass[Logical, ArithmeticPlan]):
         if not tensors or any(s is None for s in specs):  # 3.
             return Skip("the operands' dtypes are not known when lowering")
         dtypes = {s.dtype for s in specs if s is not None}
-        if m.kind in ("isnan", "isinf"):
+        if m.kind == "ne":
+            pass  # any dtypes: Equal compares them as they are
+        elif m.kind in ("isnan", "isinf"):
             if not all(d.is_floating_point for d in dtypes):
                 return Skip(f"{onnx_op} of a {sorted(map(str, dtypes))[0]} tensor is not a "
                             "float test")
@@ -144,6 +152,14 @@ class LogicalToArithmetic(RewritePass[Logical, ArithmeticPlan]):
 
     def replace(self, plan: ArithmeticPlan, b: Builder) -> fx.Node:
         k = plan.kind
+        if k == "ne":
+            a, c = plan.operands
+            if not isinstance(a, fx.Node):  # == is symmetric; check: one is a tensor
+                a, c = c, a
+            assert isinstance(a, fx.Node)
+            other: Any = b.proxy(c) if isinstance(c, fx.Node) else c
+            eq = torch.eq(b.proxy(a), other).to(torch.float32)
+            return node_of((1.0 - eq).to(torch.bool))
         if k in ("isnan", "isinf"):
             src = plan.operands[0]
             assert isinstance(src, fx.Node)  # check: a tensor of a floating dtype
