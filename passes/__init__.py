@@ -21,9 +21,10 @@ from .scatter_to_mask_matmul import ScatterToMaskMatmul
 from .select_to_slice import SelectToSlice
 from .slice_scatter_to_concat import SliceScatterToConcat
 from .topk_gather_to_values import TopkGatherToValues
+from .unary_to_arithmetic import UnaryToArithmetic
 
 # Run order: merges of linear layers; the model's own ops a target lacks (layer norm, GELU,
-# logical ops, cumulative sums, attention); pooling the exporter would write through a gather; then the
+# logical ops, cumulative sums, Neg/Reciprocal, attention); pooling the exporter would write through a gather; then the
 # gather family: exact slices and value reuse first, mask products last; then the scatter
 # family, slices first.
 PASSES: list[AnyPass] = [
@@ -34,6 +35,7 @@ PASSES: list[AnyPass] = [
     GeluToErf(),
     LogicalToArithmetic(),
     CumsumToMatmul(),
+    UnaryToArithmetic(),
     AttentionToMatmulSoftmax(),
     AdaptivePoolToMean(),
     SelectToSlice(),
