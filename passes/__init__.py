@@ -7,6 +7,7 @@ from fxlower.rewrite import AnyPass
 from .adaptive_pool_to_mean import AdaptivePoolToMean
 from .attention_to_matmul_softmax import AttentionToMatmulSoftmax
 from .cumsum_to_matmul import CumsumToMatmul
+from .expand_to_concat import ExpandToConcat
 from .fold_bn_into_conv import FoldBnIntoConv
 from .gather_to_mask_matmul import GatherToMaskMatmul
 from .gelu_to_erf import GeluToErf
@@ -24,7 +25,7 @@ from .topk_gather_to_values import TopkGatherToValues
 from .unary_to_arithmetic import UnaryToArithmetic
 
 # Run order: merges of linear layers; the model's own ops a target lacks (layer norm, GELU,
-# logical ops, cumulative sums, Neg/Reciprocal, attention); pooling the exporter would write through a gather; then the
+# logical ops, cumulative sums, Neg/Reciprocal, Expand, attention); pooling the exporter would write through a gather; then the
 # gather family: exact slices and value reuse first, mask products last; then the scatter
 # family, slices first.
 PASSES: list[AnyPass] = [
@@ -36,6 +37,7 @@ PASSES: list[AnyPass] = [
     LogicalToArithmetic(),
     CumsumToMatmul(),
     UnaryToArithmetic(),
+    ExpandToConcat(),
     AttentionToMatmulSoftmax(),
     AdaptivePoolToMean(),
     SelectToSlice(),
