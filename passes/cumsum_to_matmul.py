@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 import torch.fx as fx
 
-from fxlower.graph import Builder, arg, node_of
+from fxlower.graph import Builder, arg, calls, node_of
 from fxlower.rewrite import Context, Plan, RewritePass, Skip
 
 _SPELLINGS = (torch.cumsum, torch.ops.aten.cumsum.default, "cumsum")
@@ -62,8 +62,7 @@ class CumsumToMatmul(RewritePass[Cumsum, TriangularPlan]):
         target = ctx.options.target
         if target is None or target.allows("CumSum"):  # 1.
             return None
-        key = node.target if node.op == "call_function" else str(node.target)
-        if node.op not in ("call_function", "call_method") or key not in _SPELLINGS:
+        if not calls(node, _SPELLINGS):
             return None
         return Cumsum(node, arg(node, 0, "input"), arg(node, 1, "dim"))
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 import torch.fx as fx
 
-from fxlower.graph import Builder, node_of
+from fxlower.graph import Builder, calls, node_of
 from fxlower.rewrite import Context, Plan, RewritePass, Skip
 
 _SPELLINGS = (torch.ops.aten.expand.default, "expand", "expand_as")
@@ -55,8 +55,7 @@ class ExpandToConcat(RewritePass[Expand, ConcatPlan]):
         target = ctx.options.target
         if target is None or target.allows("Expand"):  # 1.
             return None
-        key = node.target if node.op == "call_function" else str(node.target)
-        if node.op not in ("call_function", "call_method") or key not in _SPELLINGS:
+        if not calls(node, _SPELLINGS):
             return None
         return Expand(node, node.args[0] if node.args else None)
 

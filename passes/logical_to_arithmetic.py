@@ -38,7 +38,7 @@ from typing import Any
 import torch
 import torch.fx as fx
 
-from fxlower.graph import Builder, node_of
+from fxlower.graph import Builder, calls, node_of
 from fxlower.rewrite import Context, Plan, RewritePass, Skip
 
 aten = torch.ops.aten
@@ -86,20 +86,15 @@ class ArithmeticPlan(Plan):
     is_bool: tuple[bool, ...]  # per operand: a bool tensor (or literal), no cast to bool first
 
 
-def _key(node: fx.Node) -> object:
-    return node.target if node.op == "call_function" else str(node.target)
-
-
 def _bind(node: fx.Node) -> Logical | None:
-    if node.op not in ("call_function", "call_method") or node.kwargs:
+    if node.kwargs:
         return None
-    key = _key(node)
     for kind, (_, bitwise, logical) in _KINDS.items():
-        if key in bitwise or key in logical:
+        if calls(node, bitwise | logical):
             want = 1 if kind in ("not", "isnan", "isinf") else 2
             if len(node.args) != want:
                 return None
-            return Logical(node, kind, tuple(node.args), key in bitwise)
+            return Logical(node, kind, tuple(node.args), calls(node, bitwise))
     return None
 
 

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 import torch.fx as fx
 
-from fxlower.graph import Builder, node_of
+from fxlower.graph import Builder, calls, node_of
 from fxlower.rewrite import Context, Plan, RewritePass, Skip
 
 aten = torch.ops.aten
@@ -68,11 +68,10 @@ class UnaryToArithmetic(RewritePass[Unary, ArithmeticPlan]):
 
     def match(self, node: fx.Node, ctx: Context) -> Unary | None:
         target = ctx.options.target
-        if target is None or node.op not in ("call_function", "call_method") or node.kwargs:
+        if target is None or node.kwargs:
             return None
-        key = node.target if node.op == "call_function" else str(node.target)
         for kind, (onnx_op, spellings, _) in _KINDS.items():
-            if key in spellings and len(node.args) == 1:
+            if calls(node, spellings) and len(node.args) == 1:
                 return None if target.allows(onnx_op) else Unary(node, kind, node.args[0])  # 1.
         return None
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -244,6 +244,14 @@ def arg(node: fx.Node, pos: int, name: str, default: Any = None) -> Any:
     if len(node.args) > pos:
         return node.args[pos]
     return node.kwargs.get(name, default)
+
+
+def calls(node: fx.Node, spellings: Collection[object]) -> bool:
+    """Whether a call_function / call_method node calls one of `spellings` (functions, ATen
+    overloads, and method names as strings)."""
+    if node.op == "call_function":
+        return node.target in spellings
+    return node.op == "call_method" and str(node.target) in spellings
 
 
 def op_name(node: fx.Node) -> str:
