@@ -732,6 +732,21 @@ def test_conditions_index_count_and_rank_are_checked_per_node() -> None:
     assert check_model(_gather_model([3, 40]), target="rknn2@2.x").ok  # no condition there
 
 
+def test_conditions_on_constness_are_checked_per_node_on_both_sides() -> None:
+    """TIDL's table states constant indices on non-constant data; the kinds indices_const and
+    data_const, each met and broken on a real file (the table is an initializer: constant)."""
+    conds = {"Gather": (Condition("indices_const", True, "constant indices only"),
+                        Condition("data_const", False, "non-constant data only"))}
+    t = fxlower.Target(name="constness", forbid=set(), conditions=conds)
+    runtime_ids = check_model(_gather_model([5]), target=t)  # a node reports its first broken one
+    assert [v.detail for v in runtime_ids.violations] == [
+        "constant indices only (indices const: False)"]
+    const_ids = check_model(_gather_model([5], const_indices=True), target=t)
+    assert [v.detail for v in const_ids.violations] == ["non-constant data only (data const: True)"]
+    only_ids = fxlower.Target(name="ids", forbid=set(), conditions={"Gather": conds["Gather"][:1]})
+    assert check_model(_gather_model([5], const_indices=True), target=only_ids).ok
+
+
 def test_conditions_unknown_where_nothing_is_known_are_not_met() -> None:
     c = Condition("indices_max_elems", 1, "single index")
     assert c.broken(Facts()) == "single index (not known here: indices numel)"
