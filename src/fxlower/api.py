@@ -20,7 +20,7 @@ from . import host as host_split
 from .capture import capture
 from .errors import LoweringError, VerificationError
 from .normalise import normalise
-from .report import Report
+from .report import Report, advise
 from .rewrite import AnyPass, Context, Options, run_passes
 from .verify import Mismatch, References, verify
 
@@ -104,8 +104,12 @@ class _Session:
         if normalise(gm, report, options.target) and inputs is not None:
             graph.annotate(gm, inputs)
         report.ops_before = census.census(gm, self.forbidden)
+        report.model_macs = census.graph_macs(gm)
         report.seconds["normalise"] = time.perf_counter() - t0
         self.base, self.base_report = gm, report
+        # lookups embedding="host" would move (named in the advice when they cost much)
+        self.hostable = set() if options.embedding == "host" else {
+            n.name for n in host_split.candidates(gm) if host_split.host_problem(n) is None}
 
     def lower(self, enabled: Callable[[str], bool]) -> tuple[fx.GraphModule, Report]:
         """The enabled rewrites on a fresh snapshot of the normalised graph."""
@@ -132,6 +136,7 @@ class _Session:
         gm.recompile()
         report.ops_after = census.census(gm, self.forbidden)
         report.remaining = census.remaining(gm, self.forbidden)
+        report.advice = advise(report.applied, report.model_macs, self.hostable)
         report.seconds["rewrite"] = time.perf_counter() - t0
         return result, report
 

@@ -375,3 +375,50 @@ def operand_facts(node: fx.Node, gm: fx.GraphModule) -> Facts:
         is_const(data) if isinstance(data, fx.Node) else None)
     return Facts(indices_numel=numel, indices_rank=rank, indices_const=const,
                  data_const=data_const)
+
+
+# ---- the model's own multiply-adds (what a rewrite's cost is measured against)
+
+_PRODUCTS = {"linear", "addmm", "mm", "bmm", "matmul", "conv1d", "conv2d", "conv3d",
+             "convolution", "baddbmm", "scaled_dot_product_attention"}
+
+
+def graph_macs(gm: fx.GraphModule) -> int:
+    """Multiply-adds per call of the graph's matrix products and convolutions (linear layers,
+    matmuls, convs, attention), from the static shapes; 0 where shapes are unknown. The
+    yardstick the report's advice measures a rewrite's added cost against."""
+    total = 0
+    for n in gm.graph.nodes:
+        out = spec(n)
+        if out is None or n.op not in ("call_module", "call_function", "call_method"):
+            continue
+        if n.op == "call_module":
+            mod = get_attr(gm, str(n.target))
+            if isinstance(mod, nn.Linear):
+                total += out.numel * mod.in_features
+            elif isinstance(mod, nn.modules.conv._ConvNd):
+                k = 1
+                for s in mod.kernel_size:
+                    k *= s
+                total += out.numel * (mod.in_channels // mod.groups) * k
+            continue
+        name = op_name(n) if n.target is not operator.matmul else "matmul"
+        if name not in _PRODUCTS:
+            continue
+        args = [spec(a) for a in n.args[:3]]
+        if name == "scaled_dot_product_attention":
+            q, k = args[0], args[1]
+            if q is not None and k is not None:  # q @ k^T, then weights @ v
+                total += (q.numel + out.numel) * k.shape[-2]
+        elif name in ("linear", "conv1d", "conv2d", "conv3d", "convolution"):
+            w = args[1]
+            if w is not None and w.rank >= 2:
+                k = 1
+                for s in w.shape[1:]:
+                    k *= s
+                total += out.numel * k
+        else:  # mm, bmm, matmul, addmm / baddbmm (input, a, b): the contracted dim of `a`
+            a = args[1] if name in ("addmm", "baddbmm") else args[0]
+            if a is not None and a.rank >= 1:
+                total += out.numel * a.shape[-1]
+    return total

@@ -44,6 +44,8 @@ class Report:
     host: list[dict[str, Any]] = field(default_factory=list)  # lookups moved to the host
     seconds: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    model_macs: int = 0  # multiply-adds per call of the model's own products (census.graph_macs)
+    advice: list[str] = field(default_factory=list)  # cheaper options, when a rewrite is costly
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -109,7 +111,37 @@ class Report:
                 lines.append(f"onnx: {o['host_path']}: the host lookups (run before the device file)")
         for wmsg in self.warnings:
             lines.append(f"warning: {wmsg}")
+        for hint in self.advice:
+            lines.append(f"hint: {hint}")
         return "\n".join(lines)
 
     def __str__(self) -> str:
         return self.format()
+
+
+ADVICE_SHARE = 0.10  # a rewrite adding more than this share of the model's multiply-adds
+
+
+def advise(applied: list[Applied], model_macs: int, hostable: set[str]) -> list[str]:
+    """One hint per rewrite that adds more than ADVICE_SHARE of the model's multiply-adds,
+    naming the cheaper option where one exists: `embedding="host"` for a lookup of a stored
+    table by the model's inputs (`hostable`: the node names host.split would move), and
+    `assume_finite=True` where the cost includes the non-finite code path."""
+    out = []
+    for a in applied:
+        if a.macs <= ADVICE_SHARE * max(model_macs, 1):
+            continue
+        share = f"{100 * a.macs / model_macs:.0f}% of the model's {model_macs:,}" if model_macs \
+            else "the model has no products of its own"
+        options = []
+        if a.node in hostable:
+            options.append('embedding="host" runs this lookup on the host instead (one Gather '
+                           "before the device graph, which takes the rows as an input: 0 "
+                           "device multiply-adds)")
+        if "non-finite code path" in a.detail:
+            options.append(f"assume_finite=True drops the non-finite code path ({a.macs // 9:,} "
+                           "of them) if the source never holds NaN, inf or -0.0")
+        out.append(f"{a.op}: {a.pass_name} adds {a.macs:,} multiply-adds per call ({share})"
+                   + (": " + "; or ".join(options) if options else
+                      ": no cheaper exact formulation is known to fxlower"))
+    return out
