@@ -7,6 +7,7 @@ early warning; the proof is the exported file (`fxlower.check`).
 
 from __future__ import annotations
 
+import math
 import operator
 from typing import TYPE_CHECKING, cast
 
@@ -397,26 +398,20 @@ def graph_macs(gm: fx.GraphModule) -> int:
             if isinstance(mod, nn.Linear):
                 total += out.numel * mod.in_features
             elif isinstance(mod, nn.modules.conv._ConvNd):
-                k = 1
-                for s in mod.kernel_size:
-                    k *= s
-                total += out.numel * (mod.in_channels // mod.groups) * k
+                total += out.numel * (mod.in_channels // mod.groups) * math.prod(mod.kernel_size)
             continue
         name = op_name(n) if n.target is not operator.matmul else "matmul"
         if name not in _PRODUCTS:
             continue
         args = [spec(a) for a in n.args[:3]]
         if name == "scaled_dot_product_attention":
-            q, k = args[0], args[1]
-            if q is not None and k is not None:  # q @ k^T, then weights @ v
-                total += (q.numel + out.numel) * k.shape[-2]
+            q, key = args[0], args[1]
+            if q is not None and key is not None:  # q @ k^T, then weights @ v
+                total += (q.numel + out.numel) * key.shape[-2]
         elif name in ("linear", "conv1d", "conv2d", "conv3d", "convolution"):
             w = args[1]
             if w is not None and w.rank >= 2:
-                k = 1
-                for s in w.shape[1:]:
-                    k *= s
-                total += out.numel * k
+                total += out.numel * math.prod(w.shape[1:])
         else:  # mm, bmm, matmul, addmm / baddbmm (input, a, b): the contracted dim of `a`
             a = args[1] if name in ("addmm", "baddbmm") else args[0]
             if a is not None and a.rank >= 1:
