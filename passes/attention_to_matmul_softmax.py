@@ -18,6 +18,10 @@ Algebra (PyTorch's math reference, `_scaled_dot_product_attention_math`):
     out = w @ v
 ONNX ops: MatMul, Transpose, Mul, Softmax, ReduceMax, Equal, Where, and Add with a mask.
 
+Formulation 0: a boolean mask that is a constant of all True (ViT, DINOv2: transformers
+builds one) adds nothing; the call is kept without it, and the exporter writes its no-mask
+form (MatMul, Mul, Sqrt, Softmax, Transpose, Reshape: no IsNaN, no Where), bit-exact.
+
 Legality (each a skip reason):
 1. a target is given and lacks an op the exporter's decomposition of this call uses;
 2. the target has every op above;
@@ -92,6 +96,11 @@ class AttentionPlan(Plan):
     layout: tuple[int, ...]  # the dims of PyTorch's output in memory order (outermost first)
 
 
+@dataclass(frozen=True, kw_only=True)
+class NoMaskPlan(Plan):
+    node: fx.Node  # the call, re-issued without its mask
+
+
 def _bind(node: fx.Node) -> Attention | None:
     if node.op != "call_function" or node.target not in _SDPA:
         return None
@@ -120,7 +129,7 @@ def _layout(node: fx.Node) -> tuple[int, ...]:
     return tuple(sorted(range(val.dim()), key=lambda d: (-strides[d], d)))
 
 
-class AttentionToMatmulSoftmax(RewritePass[Attention, AttentionPlan]):
+class AttentionToMatmulSoftmax(RewritePass[Attention, "AttentionPlan | NoMaskPlan"]):
     name = "attention_to_matmul_softmax"
 
     def match(self, node: fx.Node, ctx: Context) -> Attention | None:
@@ -133,9 +142,16 @@ class AttentionToMatmulSoftmax(RewritePass[Attention, AttentionPlan]):
             return None
         return m
 
-    def check(self, m: Attention, ctx: Context) -> AttentionPlan | Skip:
+    def check(self, m: Attention, ctx: Context) -> AttentionPlan | NoMaskPlan | Skip:
         target = ctx.options.target
         assert target is not None
+        if (isinstance(m.mask, fx.Node) and ctx.is_const(m.mask)  # 0.
+                and getattr(ctx.spec(m.mask), "dtype", None) == torch.bool
+                and bool(ctx.value(m.mask).all())
+                and all(target.allows(op) for op in _EXPORTER["none"])):
+            return NoMaskPlan(detail="a constant all-true boolean mask dropped: the call as the "
+                                     "exporter writes it without a mask (bit-exact)",
+                              node=m.node)
         need = _OURS | ({"Add"} if m.mask is not None or m.is_causal is True else set())
         lack = sorted(op for op in need if not target.allows(op))
         if lack:  # 2.
@@ -182,7 +198,12 @@ class AttentionToMatmulSoftmax(RewritePass[Attention, AttentionPlan]):
             q=q, k=k, v=v, mask=mask, mask_bool=mask_bool, causal=causal, scale=scale,
             dtype=sq.dtype, layout=_layout(m.node))
 
-    def replace(self, plan: AttentionPlan, b: Builder) -> fx.Node:
+    def replace(self, plan: AttentionPlan | NoMaskPlan, b: Builder) -> fx.Node:
+        if isinstance(plan, NoMaskPlan):
+            n = plan.node
+            args = tuple(None if i == 3 else a for i, a in enumerate(n.args))
+            kwargs = {k: v for k, v in n.kwargs.items() if k != "attn_mask"}
+            return b.graph.call_function(n.target, args, kwargs)  # type: ignore[arg-type]
         q, k, v = b.proxy(plan.q), b.proxy(plan.k), b.proxy(plan.v)
         x: Any = (q @ k.transpose(-2, -1)) * plan.scale
         if plan.causal is not None:

@@ -60,6 +60,32 @@ def test_boolean_mask_on_rknn2_and_the_file_has_no_isnan() -> None:  # 1., 2.
     assert "IsNaN" not in ops and ops["Softmax"] == 1 and ops["ReduceMax"] == 1
 
 
+class ConstantMask(nn.Module):
+    """ViT's: transformers builds an all-true boolean mask from constants."""
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        mask = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool).expand(q.shape[0], 1, -1, -1)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+def test_a_constant_all_true_mask_is_dropped_even_on_tidl() -> None:  # 0.
+    q, k, v = _qkv()
+    for target in ("tidl", "rknn2@1.4.0"):  # TIDL has no Where: the mask-free form needs none
+        low = lower_quiet(ConstantMask(), (q, k, v), target=target, tracer="export")
+        (a,) = applied(low, PASS)
+        assert "all-true boolean mask dropped" in a.detail
+        assert torch.equal(low(q, k, v), ConstantMask()(q, k, v))
+        with tempfile.TemporaryDirectory() as d:
+            report = fxlower.export(ConstantMask(), (q, k, v), os.path.join(d, "m.onnx"),
+                                    target=target, tracer="export")
+        ops = report.onnx["op_counts"]
+        assert "Where" not in ops and "IsNaN" not in ops and ops["Softmax"] == 1
+    m = _bool_mask()  # not all true: the decomposition, which TIDL cannot take (no Where)
+    low = lower_quiet(Attn(), (q, k, v, m), target="tidl", on_forbidden="warn")
+    assert [s.reason for s in skipped(low) if s.pass_name == PASS] == [
+        "target 'tidl' lacks Equal, ReduceMax, Where, which attention needs in any formulation"]
+
+
 def test_kept_where_the_target_has_every_op_of_the_exporters_form() -> None:  # 1.
     q, k, v = _qkv()
     assert applied(lower_quiet(Attn(), (q, k, v, _bool_mask())), PASS) == []
