@@ -38,14 +38,130 @@ MAX_RUNS = 16  # a constant index with at most this many constant-step runs beco
 
 def known_finite(node: fx.node.Argument, ctx: Context) -> bool:
     """True when the source cannot hold NaN/inf/-0.0 worth a code path: not a float, the
-    user said so, or a parameter/buffer whose values are all finite and not -0.0 now."""
+    user said so, or proven (`finite_proof`)."""
     s = ctx.spec(node)
     if s is None or not s.dtype.is_floating_point or ctx.options.assume_finite:
         return True
-    if is_param_or_buffer(ctx.gm, node):
-        v = ctx.value(node).detach()
-        return bool(torch.isfinite(v).all()) and not bool(((v == 0) & torch.signbit(v)).any())
-    return False
+    return bool(finite_proof(node, ctx))
+
+
+def finiteness_note(node: fx.node.Argument, ctx: Context) -> str:
+    """What a rewrite's report detail says of its float source's non-finite values: the
+    code path kept, or the proof that made it unnecessary ("" for integer sources and under
+    assume_finite)."""
+    s = ctx.spec(node)
+    if s is None or not s.dtype.is_floating_point or ctx.options.assume_finite:
+        return ""
+    why = finite_proof(node, ctx)
+    return f" (source proven finite: {why})" if why else " + non-finite code path"
+
+
+def finite_proof(node: fx.node.Argument, ctx: Context) -> str:
+    """Why a float tensor holds no NaN, +-inf or -0.0 whatever the model's inputs are, or ""
+    when that is not shown. Proven by construction, through the graph: constants and
+    parameters checked when lowering; integers and comparisons cast to float (in range of the
+    float); sigmoid, tanh and softmax of a proven tensor; data movement, `where`, clamp, and
+    sums and differences of proven tensors whose bounds cannot overflow. Products and
+    quotients are never proven (a product with +0.0 of a negative number is -0.0)."""
+    found = _bound(node, ctx, {})
+    return "" if found is None else found[1]
+
+
+# ops that move or pick values without computing new ones
+_MOVES = frozenset({
+    "reshape", "view", "_unsafe_view", "permute", "transpose", "t", "expand", "expand_as",
+    "contiguous", "clone", "squeeze", "unsqueeze", "flatten", "slice", "select", "narrow",
+    "cat", "stack", "repeat", "alias", "detach", "index", "gather", "index_select", "flip",
+    "roll", "movedim", "getitem", "lift_fresh_copy",
+})
+_CASTS = frozenset({"to", "_to_copy", "type_as", "float", "double", "half", "bfloat16"})
+# float dtype -> the float dtypes that widen into it exactly (no rounding, no -0.0 from tiny)
+_WIDER = {torch.float32: (torch.float32, torch.float16, torch.bfloat16),
+          torch.float64: (torch.float64, torch.float32, torch.float16, torch.bfloat16),
+          torch.float16: (torch.float16,), torch.bfloat16: (torch.bfloat16,)}
+_UNIT = {"sigmoid": "sigmoid", "tanh": "tanh", "softmax": "softmax", "_softmax": "softmax",
+         "_safe_softmax": "softmax"}
+
+
+def _scalar_bound(v: object) -> tuple[float, str] | None:
+    if isinstance(v, bool):
+        return 1.0, "a literal"
+    if isinstance(v, (int, float)) and math.isfinite(v) and not (v == 0 and math.copysign(1, v) < 0):
+        return abs(float(v)), "a literal"
+    return None
+
+
+def _bound(node: object, ctx: Context, memo: dict[fx.Node, tuple[float, str] | None]
+           ) -> tuple[float, str] | None:
+    """(max |value|, reason) when `node` provably holds no NaN, +-inf or -0.0, else None."""
+    if not isinstance(node, fx.Node):
+        return _scalar_bound(node)
+    if node in memo:
+        return memo[node]
+    memo[node] = None  # (a cycle cannot occur in a DAG; this also bounds the recursion)
+    found = _bound_of(node, ctx, memo)
+    memo[node] = found
+    return found
+
+
+def _bound_of(node: fx.Node, ctx: Context, memo: dict[fx.Node, tuple[float, str] | None]
+              ) -> tuple[float, str] | None:
+    from fxlower.graph import op_name
+
+    s = ctx.spec(node)
+    if s is None:
+        return None
+    if s.dtype == torch.bool:
+        return 1.0, "a comparison"
+    if not s.dtype.is_floating_point:
+        return float(torch.iinfo(s.dtype).max), "integers"
+    if is_param_or_buffer(ctx.gm, node) or ctx.is_const(node):
+        v = ctx.value(node)
+        if not isinstance(v, torch.Tensor):
+            return None
+        v = v.detach()
+        if not bool(torch.isfinite(v).all()) or bool(((v == 0) & torch.signbit(v)).any()):
+            return None
+        return float(v.abs().max()) if v.numel() else 0.0, "a constant checked when lowering"
+    if node.op not in ("call_function", "call_method"):
+        return None
+    name = op_name(node)
+    tensors = [a for a in node.args if isinstance(a, fx.Node)]
+    lists = [x for a in node.args if isinstance(a, (list, tuple)) for x in a
+             if isinstance(x, fx.Node)]
+    limit = float(torch.finfo(s.dtype).max)
+    if name in _UNIT and tensors:
+        inner = _bound(tensors[0], ctx, memo)
+        return None if inner is None else (1.0, _UNIT[name])
+    if name in _CASTS and tensors:
+        inner = _bound(tensors[0], ctx, memo)
+        src = ctx.spec(tensors[0])
+        if inner is None or inner[0] > limit or src is None:
+            return None
+        if src.dtype.is_floating_point and src.dtype not in _WIDER.get(s.dtype, ()):
+            return None  # a narrowing cast rounds tiny negatives to -0.0
+        return inner[0], inner[1] if inner[1] not in ("integers", "a comparison") else (
+            f"{inner[1]} cast to {str(s.dtype).removeprefix('torch.')}")
+    if name in _MOVES or name == "where":
+        parts = [_bound(a, ctx, memo) for a in (tensors[1:] if name == "where" else
+                                                tensors + lists)]
+        if name == "where":
+            parts += [_scalar_bound(a) for a in node.args[1:3] if not isinstance(a, fx.Node)]
+        if not parts or any(p is None for p in parts):
+            return None
+        found = [p for p in parts if p is not None]
+        return max(b for b, _ in found), found[0][1]
+    if name in ("clamp", "clip") and tensors:
+        bounds = node.args[1:] + tuple(node.kwargs.values())
+        if any(b is not None and _scalar_bound(b) is None for b in bounds):
+            return None  # a tensor bound, or -0.0 / inf / NaN as a bound
+        return _bound(tensors[0], ctx, memo)
+    if name in ("add", "sub") and len(node.args) >= 2 and not node.kwargs:
+        a, b = _bound(node.args[0], ctx, memo), _bound(node.args[1], ctx, memo)
+        if a is None or b is None or a[0] + b[0] > limit / 2:
+            return None
+        return a[0] + b[0], a[1]
+    return None
 
 
 def _needs_grad(node: fx.Node, ctx: Context) -> bool:

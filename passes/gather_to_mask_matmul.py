@@ -50,6 +50,7 @@ from ._common import (
     EmptyPlan,
     Folded,
     broadcast_core,
+    finiteness_note,
     fold_lookup,
     known_finite,
     replace_empty,
@@ -194,7 +195,7 @@ class GatherToMaskMatmul(RewritePass[Gather, GatherPlan]):
             kind = "constant one-hot" if const else "one-hot"
             return OneHotPlan(
                 detail=f"{kind} batched matmul: {bsize} x [{k}x{n}] mask, index broadcast "
-                f"over {rsize} elements",
+                f"over {rsize} elements{finiteness_note(x, ctx)}",
                 macs=macs + extra, mask_elems=0 if const else bsize * k * n,
                 x=x, dim=dim, x_shape=sx.shape, idx_shape=si.shape, bdims=bdims, rdims=rdims,
                 n=n, k=k, core=core, align=align, dtype=sx.dtype, known_finite=finite, fm=fm,
@@ -202,7 +203,7 @@ class GatherToMaskMatmul(RewritePass[Gather, GatherPlan]):
         elems = math.prod(si.shape) * n
         return ElementsPlan(
             detail=f"masked sum over {n} candidates per element (index varies along every "
-            f"dim; memory grows with N)",
+            f"dim; memory grows with N){finiteness_note(x, ctx)}",
             macs=elems * (1 if finite else 2),
             mask_elems=0 if const else elems,
             x=x, dim=dim, x_shape=sx.shape, idx_shape=si.shape,

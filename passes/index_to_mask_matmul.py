@@ -62,6 +62,7 @@ from ._common import (
     MAX_RUNS,
     EmptyPlan,
     Folded,
+    finiteness_note,
     fold_lookup,
     known_finite,
     replace_empty,
@@ -212,7 +213,7 @@ class IndexToMaskMatmul(RewritePass[Index, IndexPlan]):
         if isinstance(fm, str):  # 4.
             return Skip(fm)
         macs = pre * k * n * post
-        code = "" if finite else " + non-finite code path"
+        code = finiteness_note(x, ctx)
         code += "" if fm.mask == "compare" else " (arithmetic mask)"
         return OneHotPlan(detail=f"one-hot matmul{code}, {where}",
                           macs=macs + (0 if finite else macs // 8), mask_elems=k * n,
