@@ -20,7 +20,8 @@ ONNX ops: MatMul, Transpose, Mul, Softmax, ReduceMax, Equal, Where, and Add with
 
 Formulation 0: a boolean mask that is a constant of all True (ViT, DINOv2: transformers
 builds one) adds nothing; the call is kept without it, and the exporter writes its no-mask
-form (MatMul, Mul, Sqrt, Softmax, Transpose, Reshape: no IsNaN, no Where), bit-exact.
+form (MatMul, Mul, Sqrt, Softmax, Transpose, Reshape: no IsNaN, no Where), bit-exact; even
+on a target that lacks some of those too (Kneron: Softmax), which then still blocks.
 
 Legality (each a skip reason):
 1. a target is given and lacks an op the exporter's decomposition of this call uses;
@@ -147,8 +148,7 @@ class AttentionToMatmulSoftmax(RewritePass[Attention, "AttentionPlan | NoMaskPla
         assert target is not None
         if (isinstance(m.mask, fx.Node) and ctx.is_const(m.mask)  # 0.
                 and getattr(ctx.spec(m.mask), "dtype", None) == torch.bool
-                and bool(ctx.value(m.mask).all())
-                and all(target.allows(op) for op in _EXPORTER["none"])):
+                and bool(ctx.value(m.mask).all())):
             return NoMaskPlan(detail="a constant all-true boolean mask dropped: the call as the "
                                      "exporter writes it without a mask (bit-exact)",
                               node=m.node)

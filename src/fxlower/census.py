@@ -294,8 +294,9 @@ def remaining(gm: fx.GraphModule, forbidden: frozenset[str]) -> list[str]:
     out = []
     for n in gm.graph.nodes:
         ops = exports_to(n, gm) & forbidden
-        if ops:
-            out.append(f"{_name(n)} '{n.name}' (exports to {', '.join(sorted(ops))})")
+        if ops:  # named as the user wrote it where normalising recorded that (report's op)
+            name = n.meta.get("fxl_origin") or f"{_name(n)} '{n.name}'"
+            out.append(f"{name} (exports to {', '.join(sorted(ops))})")
     return out
 
 
