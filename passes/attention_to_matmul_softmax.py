@@ -205,7 +205,10 @@ class AttentionToMatmulSoftmax(RewritePass[Attention, "AttentionPlan | NoMaskPla
             kwargs = {k: v for k, v in n.kwargs.items() if k != "attn_mask"}
             return b.graph.call_function(n.target, args, kwargs)  # type: ignore[arg-type]
         q, k, v = b.proxy(plan.q), b.proxy(plan.k), b.proxy(plan.v)
-        x: Any = (q @ k.transpose(-2, -1)) * plan.scale
+        # the scale as a tensor of q's dtype: a Python float in the graph is exported as a
+        # float32 scalar, which rounds a float64 model's scale (6e-8 off in onnxruntime)
+        scale = b.const(torch.tensor(plan.scale, dtype=plan.dtype), "attention_scale")
+        x: Any = (q @ k.transpose(-2, -1)) * scale
         if plan.causal is not None:
             keep = torch.ones(plan.causal, dtype=torch.bool).tril()
             bias = torch.zeros(plan.causal, dtype=plan.dtype).masked_fill(~keep, -math.inf)

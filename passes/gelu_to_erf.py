@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.fx as fx
@@ -70,6 +71,7 @@ class Gelu:
 class GeluPlan(Plan):
     x: fx.Node
     form: str  # a key of FORMS
+    dtype: torch.dtype
 
 
 def _bind(node: fx.Node, ctx: Context) -> Gelu | None:
@@ -97,11 +99,15 @@ def erf_rational(x: torch.Tensor) -> torch.Tensor:
     return c * p / q
 
 
-def gelu(x: torch.Tensor, form: str) -> torch.Tensor:
-    """GELU in one of FORMS (on tensors or proxies)."""
+def gelu(x: torch.Tensor, form: str, const: Any = float) -> torch.Tensor:
+    """GELU in one of FORMS (on tensors or proxies). `const` makes the constants that are
+    not exact in float32 (a Builder passes typed tensors: a Python float in the graph is
+    exported as a float32 scalar, which would round a float64 model's constants)."""
     if form == "tanh":
-        return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * (x * x * x))))
-    e = torch.erf(x * math.sqrt(0.5)) if form == "erf" else erf_rational(x * math.sqrt(0.5))
+        inner = const(math.sqrt(2.0 / math.pi)) * (x + const(0.044715) * (x * x * x))
+        return 0.5 * x * (1.0 + torch.tanh(inner))
+    half = x * const(math.sqrt(0.5))
+    e = torch.erf(half) if form == "erf" else erf_rational(half)
     return x * 0.5 * (1.0 + e)
 
 
@@ -137,8 +143,12 @@ class GeluToErf(RewritePass[Gelu, GeluPlan]):
                     "rational": "x/2 * (1 + erf(x/sqrt 2)), erf as float32 rational Clip/Mul/"
                                 "Add/Div",
                     "tanh": "x/2 * (1 + Tanh(sqrt(2/pi) (x + 0.044715 x^3)))"}[form]
-            return GeluPlan(detail=f"{what} (rounding-level, not bit-exact)", x=m.x, form=form)
+            return GeluPlan(detail=f"{what} (rounding-level, not bit-exact)", x=m.x, form=form,
+                            dtype=s.dtype)
         return Skip(f"target '{target.name}' lacks Gelu, and " + "; ".join(lacks))
 
     def replace(self, plan: GeluPlan, b: Builder) -> fx.Node:
-        return node_of(gelu(b.proxy(plan.x), plan.form))
+        def const(v: float) -> Any:
+            return b.const(torch.tensor(v, dtype=plan.dtype), "gelu_constant")
+
+        return node_of(gelu(b.proxy(plan.x), plan.form, const))

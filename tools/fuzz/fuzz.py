@@ -1005,6 +1005,66 @@ def attention_case(draw: Any) -> Case:
                 note=f"q{shapes[0]} k{shapes[1]} {kind} mask{kw}")
 
 
+def cumsum_case(draw: Any) -> Case:
+    """cumsum_to_matmul: `torch.cumsum` / `Tensor.cumsum` of integers, bools (RoBERTa's
+    position ids) or, with assume_finite, floats, along any dim, lowered for rknn2@2.x (no
+    CumSum): bit-exact on integers (wrapping alike), within rounding on floats."""
+    xs = _shape(draw, draw(st.integers(1, 3)), 1, 7)
+    dim = draw(st.integers(-len(xs), len(xs) - 1))
+    dtype = draw(st.sampled_from([I64, I32, BOOL, U8, F32]))
+    tracer = draw(st.sampled_from(TRACERS))
+    seed = draw(st.integers(0, 2**31 - 1))
+    body = [draw(st.sampled_from([f"return torch.cumsum(x, {dim})", f"return x.cumsum({dim})",
+                                  f"return (x.cumsum({dim}) * 2)"]))]
+    kw: dict[str, Any] = {"target": "rknn2@2.x"}
+    check = "exact"
+    if dtype.is_floating_point:
+        kw["assume_finite"], check = True, "grounded"
+    g, g2 = _gen(seed), _gen(seed + 1)
+    style = "finite" if dtype.is_floating_point else "ties"
+    return Case("cumsum", ("cumsum_to_matmul",), ("x",), body, (values(xs, dtype, g, style),),
+                (values(xs, dtype, g2, style),), tracer=tracer, lower_kw=kw, check=check,
+                note=f"{xs} {dtype} dim {dim}")
+
+
+def unary_case(draw: Any) -> Case:
+    """unary_to_arithmetic: neg (float and signed integers), reciprocal and rsqrt (floats),
+    with NaN, +-inf and -0.0 in the values, lowered for rknn2@2.x (no Neg, no Reciprocal):
+    neg and reciprocal bit-exact, rsqrt within verify's grounded tolerance."""
+    xs = _shape(draw, draw(st.integers(1, 3)), 1, 6)
+    op = draw(st.sampled_from(["-x", "torch.neg(x)", "x.neg()", "torch.reciprocal(x)",
+                               "torch.rsqrt(x.abs() + 0.5)"]))
+    dtype = draw(st.sampled_from([F32, F64, F16] + ([I32, I64] if "neg" in op or op == "-x"
+                                                     else [])))
+    tracer = draw(st.sampled_from(TRACERS))
+    seed = draw(st.integers(0, 2**31 - 1))
+    g, g2 = _gen(seed), _gen(seed + 1)
+    style = "finite" if "rsqrt" in op else "nonfinite"
+    return Case("unary", ("unary_to_arithmetic",), ("x",), [f"return {op}"],
+                (values(xs, dtype, g, style),), (values(xs, dtype, g2, style),),
+                tracer=tracer, lower_kw={"target": "rknn2@2.x"},
+                check="grounded" if "rsqrt" in op else "exact", note=f"{op} {xs} {dtype}")
+
+
+def expand_case(draw: Any) -> Case:
+    """expand_to_concat: `expand` / `expand_as` with new leading dims and grown size-1 dims,
+    any dtype, lowered for rknn2@1.4.0 (no Expand): bit-exact copies."""
+    rank = draw(st.integers(1, 3))
+    out = _shape(draw, rank, 1, 5)
+    src = tuple(1 if draw(st.booleans()) else s for s in out)
+    lead = tuple(draw(st.lists(st.integers(1, 3), max_size=2)))
+    dtype = draw(st.sampled_from([F32, I64, F16, BOOL]))
+    tracer = draw(st.sampled_from(TRACERS))
+    seed = draw(st.integers(0, 2**31 - 1))
+    shape = list(lead + out)
+    body = [draw(st.sampled_from([f"return x.expand({shape})",
+                                  f"return x.expand_as(torch.empty({shape}))"]))]
+    g, g2 = _gen(seed), _gen(seed + 1)
+    return Case("expand", ("expand_to_concat",), ("x",), body,
+                (values(src, dtype, g, "nonfinite"),), (values(src, dtype, g2, "nonfinite"),),
+                tracer=tracer, lower_kw={"target": "rknn2@1.4.0"}, note=f"{src} -> {shape}")
+
+
 # ---- slice_scatter / select_scatter / slice assignment ------------------------------------
 
 
@@ -1340,6 +1400,9 @@ FAMILIES: dict[str, tuple[Callable[[Any], Case], tuple[str, ...], float]] = {
     "gelu": (gelu_case, ("gelu_to_erf",), 0.2),
     "logical": (logical_case, ("logical_to_arithmetic",), 0.2),
     "attention": (attention_case, ("attention_to_matmul_softmax",), 0.3),
+    "cumsum": (cumsum_case, ("cumsum_to_matmul",), 0.2),
+    "unary": (unary_case, ("unary_to_arithmetic",), 0.2),
+    "expand": (expand_case, ("expand_to_concat",), 0.2),
     "conv": (conv_case, ("fold_bn_into_conv", "merge_conv_chain"), 1.3),
     "linear": (linear_case, ("merge_linear_chain", "fold_bn_into_conv"), 0.8),
 }
