@@ -59,10 +59,13 @@ def finiteness_note(node: fx.node.Argument, ctx: Context) -> str:
 def finite_proof(node: fx.node.Argument, ctx: Context) -> str:
     """Why a float tensor holds no NaN, +-inf or -0.0 whatever the model's inputs are, or ""
     when that is not shown. Proven by construction, through the graph: constants and
-    parameters checked when lowering; integers and comparisons cast to float (in range of the
-    float); sigmoid, tanh and softmax of a proven tensor; data movement, `where`, clamp, and
-    sums and differences of proven tensors whose bounds cannot overflow. Products and
-    quotients are never proven (a product with +0.0 of a negative number is -0.0)."""
+    parameters checked when lowering (a later change of the weights is not seen); integers
+    and comparisons cast to a float whose range holds them; sigmoid, tanh and softmax of a
+    proven tensor of the same dtype; data movement (never a reinterpreting view(dtype)),
+    `where`, clamp with clean bounds, and sums and differences whose bounds cannot overflow.
+    Every operand must have the result's dtype (no promotion) and every literal must be
+    clean once converted to it (1e10 is inf in float16, -1e-46 is -0.0 in float32). Products
+    and quotients are never proven (a product with +0.0 of a negative number is -0.0)."""
     found = _bound(node, ctx, {})
     return "" if found is None else found[1]
 
@@ -83,25 +86,38 @@ _UNIT = {"sigmoid": "sigmoid", "tanh": "tanh", "softmax": "softmax", "_softmax":
          "_safe_softmax": "softmax"}
 
 
-def _scalar_bound(v: object) -> tuple[float, str] | None:
-    if isinstance(v, bool):
-        return 1.0, "a literal"
-    if isinstance(v, (int, float)) and math.isfinite(v) and not (v == 0 and math.copysign(1, v) < 0):
-        return abs(float(v)), "a literal"
-    return None
+def _literal_bound(v: object, dtype: torch.dtype) -> tuple[float, str] | None:
+    """A Python number as an op computing in `dtype` sees it (converted: 1e10 is inf in
+    float16, -1e-46 is -0.0 in float32): its bound, or None when that is not clean."""
+    if not isinstance(v, (bool, int, float)):
+        return None
+    t = torch.tensor(float(v), dtype=dtype)
+    if not bool(torch.isfinite(t)) or (float(t) == 0 and bool(torch.signbit(t))):
+        return None
+    return abs(float(t)), "a literal"
 
 
 def _bound(node: object, ctx: Context, memo: dict[fx.Node, tuple[float, str] | None]
            ) -> tuple[float, str] | None:
-    """(max |value|, reason) when `node` provably holds no NaN, +-inf or -0.0, else None."""
+    """(max |value|, reason) when the tensor `node` provably holds no NaN, +-inf or -0.0."""
     if not isinstance(node, fx.Node):
-        return _scalar_bound(node)
+        return None
     if node in memo:
         return memo[node]
     memo[node] = None  # (a cycle cannot occur in a DAG; this also bounds the recursion)
     found = _bound_of(node, ctx, memo)
     memo[node] = found
     return found
+
+
+def _operand(v: object, dtype: torch.dtype, ctx: Context,
+             memo: dict[fx.Node, tuple[float, str] | None]) -> tuple[float, str] | None:
+    """The bound of an operand of an op that computes in `dtype`: a tensor of exactly that
+    dtype (no promotion: int32 70000 would be inf in float16), or a literal converted."""
+    if isinstance(v, fx.Node):
+        sv = ctx.spec(v)
+        return _bound(v, ctx, memo) if sv is not None and sv.dtype == dtype else None
+    return _literal_bound(v, dtype)
 
 
 def _bound_of(node: fx.Node, ctx: Context, memo: dict[fx.Node, tuple[float, str] | None]
@@ -117,7 +133,7 @@ def _bound_of(node: fx.Node, ctx: Context, memo: dict[fx.Node, tuple[float, str]
         return float(torch.iinfo(s.dtype).max), "integers"
     if is_param_or_buffer(ctx.gm, node) or ctx.is_const(node):
         v = ctx.value(node)
-        if not isinstance(v, torch.Tensor):
+        if not isinstance(v, torch.Tensor) or v.dtype != s.dtype:
             return None
         v = v.detach()
         if not bool(torch.isfinite(v).all()) or bool(((v == 0) & torch.signbit(v)).any()):
@@ -126,42 +142,48 @@ def _bound_of(node: fx.Node, ctx: Context, memo: dict[fx.Node, tuple[float, str]
     if node.op not in ("call_function", "call_method"):
         return None
     name = op_name(node)
-    tensors = [a for a in node.args if isinstance(a, fx.Node)]
-    lists = [x for a in node.args if isinstance(a, (list, tuple)) for x in a
-             if isinstance(x, fx.Node)]
-    limit = float(torch.finfo(s.dtype).max)
-    if name in _UNIT and tensors:
-        inner = _bound(tensors[0], ctx, memo)
+    args, dt = node.args, s.dtype
+    if any(isinstance(a, torch.dtype) for a in (*args, *node.kwargs.values())) and (
+            name not in _CASTS):
+        return None  # view(dtype) reinterprets bits; softmax(dtype=) casts first
+    limit = float(torch.finfo(dt).max)
+    if name in _UNIT and args:
+        inner = _operand(args[0], dt, ctx, memo)
         return None if inner is None else (1.0, _UNIT[name])
-    if name in _CASTS and tensors:
-        inner = _bound(tensors[0], ctx, memo)
-        src = ctx.spec(tensors[0])
+    if name in _CASTS and args and isinstance(args[0], fx.Node):
+        inner = _bound(args[0], ctx, memo)
+        src = ctx.spec(args[0])
         if inner is None or inner[0] > limit or src is None:
             return None
-        if src.dtype.is_floating_point and src.dtype not in _WIDER.get(s.dtype, ()):
+        if src.dtype.is_floating_point and src.dtype not in _WIDER.get(dt, ()):
             return None  # a narrowing cast rounds tiny negatives to -0.0
         return inner[0], inner[1] if inner[1] not in ("integers", "a comparison") else (
-            f"{inner[1]} cast to {str(s.dtype).removeprefix('torch.')}")
-    if name in _MOVES or name == "where":
-        parts = [_bound(a, ctx, memo) for a in (tensors[1:] if name == "where" else
-                                                tensors + lists)]
-        if name == "where":
-            parts += [_scalar_bound(a) for a in node.args[1:3] if not isinstance(a, fx.Node)]
-        if not parts or any(p is None for p in parts):
-            return None
-        found = [p for p in parts if p is not None]
-        return max(b for b, _ in found), found[0][1]
-    if name in ("clamp", "clip") and tensors:
-        bounds = node.args[1:] + tuple(node.kwargs.values())
-        if any(b is not None and _scalar_bound(b) is None for b in bounds):
-            return None  # a tensor bound, or -0.0 / inf / NaN as a bound
-        return _bound(tensors[0], ctx, memo)
-    if name in ("add", "sub") and len(node.args) >= 2 and not node.kwargs:
-        a, b = _bound(node.args[0], ctx, memo), _bound(node.args[1], ctx, memo)
-        if a is None or b is None or a[0] + b[0] > limit / 2:
-            return None
-        return a[0] + b[0], a[1]
-    return None
+            f"{inner[1]} cast to {str(dt).removeprefix('torch.')}")
+    if name == "where":  # torch.where(cond, a, b); the method x.where(cond, y)
+        values = (args[0], args[2]) if node.op == "call_method" else args[1:3]
+    elif name in ("cat", "stack"):
+        values = tuple(args[0]) if args and isinstance(args[0], (list, tuple)) else ()
+    elif name in _MOVES or name in ("clamp", "clip"):
+        values = args[:1]
+    elif name in ("add", "sub") and not node.kwargs:  # (alpha= scales the second operand)
+        values = args[:2]
+    else:
+        return None
+    parts = [_operand(v, dt, ctx, memo) for v in values]
+    if len(values) == 0 or any(p is None for p in parts):
+        return None
+    found = [p for p in parts if p is not None]
+    reason = next((r for _, r in found if r != "a literal"), found[0][1])
+    if name in ("clamp", "clip"):
+        limits = [*args[1:], *node.kwargs.values()]
+        bounds = [_literal_bound(b, dt) for b in limits if b is not None]
+        if len(bounds) != sum(b is not None for b in limits) or any(b is None for b in bounds):
+            return None  # a tensor bound, or one that is not clean in the dtype
+        return max([found[0][0]] + [b[0] for b in bounds if b is not None]), reason
+    if name in ("add", "sub"):
+        total = sum(b for b, _ in found)
+        return None if total > limit / 2 else (total, reason)
+    return max(b for b, _ in found), reason
 
 
 def _needs_grad(node: fx.Node, ctx: Context) -> bool:

@@ -104,6 +104,6 @@ class CumsumToMatmul(RewritePass[Cumsum, TriangularPlan]):
             x = x.transpose(plan.dim, -1)
         upper = torch.ones(plan.n, plan.n, dtype=plan.dtype).triu()
         y = x @ b.const(upper, f"cumsum_triangle_{plan.n}")
-        if not last:
-            y = y.transpose(plan.dim, -1)
+        if not last:  # PyTorch's result is contiguous; models .view() it
+            y = y.transpose(plan.dim, -1).contiguous()
         return node_of(y)

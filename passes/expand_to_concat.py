@@ -11,7 +11,7 @@ of the same values. ONNX ops: Reshape, Concat.
 Legality (each a skip reason):
 1. a target is given and lacks Expand (otherwise the op stays);
 2. the target has Concat (and Reshape when ranks differ);
-3. the input's and the result's shapes are known;
+3. the input's and the result's shapes are known, and the result is not empty;
 4. each grown dim grows to at most 256 copies (a Concat of more inputs is no longer a sane
    graph).
 
@@ -65,6 +65,8 @@ class ExpandToConcat(RewritePass[Expand, ConcatPlan]):
         sx, out = ctx.spec(m.x), ctx.spec(m.node)
         if not isinstance(m.x, fx.Node) or sx is None or out is None:  # 3.
             return Skip("the shapes are not known when lowering")
+        if out.numel == 0:
+            return Skip("an empty result (no copy to make)")
         ranked = (1,) * (out.rank - sx.rank) + tuple(sx.shape)
         grow = tuple((d, n) for d, (a, n) in enumerate(zip(ranked, out.shape, strict=True))
                      if a != n)

@@ -25,7 +25,8 @@ Numerics: not bit-exact, rounding-level: against PyTorch's float32 kernel, at mo
 of max(|x|, 1) for both erf forms and 1.2e-7 for the tanh form (measured on 2M points of
 [-6, 6] and 200k points of [-1e4, 1e4]; the property test holds every form to 1e-6).
 At x = +inf PyTorch's CPU kernel returns NaN while every form here (and ONNX's Gelu)
-returns +inf; -inf and NaN give NaN in both. Verification holds every use to the tolerance
+returns +inf, and for 1.7e38 < x < inf PyTorch's kernel overflows to +inf where the
+decompositions return x; -inf and NaN give NaN in both. Verification holds every use to the tolerance
 grounded in the original's own float32 error (a use beyond it is rolled back).
 Cost: 5 (Erf form), 28 (rational erf) or 9 (tanh form) elementwise ops per element instead
 of one; no multiply-adds of a matrix product, no mask.

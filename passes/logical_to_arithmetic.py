@@ -23,7 +23,8 @@ Legality (each a skip reason):
 2. the target has Cast and the arithmetic op of the formulation (and Equal for !=, IsNaN /
    IsInf);
 3. the operands' dtypes are known: bool for the bitwise spellings (on integers they are
-   bitwise ops, BitwiseAnd & co., not logical ones), a floating dtype for isnan / isinf.
+   bitwise ops, BitwiseAnd & co., not logical ones; `mask & 2` is one too, PyTorch promotes
+   it to int64), a floating dtype for isnan / isinf.
 
 Numerics: bit-exact (every value above is an exact small integer in float32).
 Cost: two to four elementwise ops per element instead of one; no matrix product, no mask.
@@ -138,6 +139,9 @@ class LogicalToArithmetic(RewritePass[Logical, ArithmeticPlan]):
         elif m.bitwise and dtypes != {torch.bool}:
             return Skip(f"a bitwise {m.kind} of {sorted(map(str, dtypes))[0]} operands "
                         "(Bitwise ops, not logical ones)")
+        elif m.bitwise and any(not isinstance(v, (fx.Node, bool)) for v in m.operands):
+            return Skip(f"a bitwise {m.kind} of a bool tensor and a number: PyTorch promotes "
+                        "it to an integer op")
         return ArithmeticPlan(detail=f"{onnx_op} as Cast/{'/'.join(_NEEDS[m.kind][1:])} "
                                      "arithmetic on 0/1 floats (bit-exact)",
                               kind=m.kind, operands=m.operands,

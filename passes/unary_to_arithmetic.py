@@ -6,7 +6,8 @@ Qwen2, Gemma, Phi), `torch.reciprocal` / `aten.reciprocal` and `torch.rsqrt` / `
 lists neither Neg nor Reciprocal, but has Mul, Div and Sqrt.
 
 Algebra:
-    neg(x)        = x * -1         (IEEE: the sign flipped, -0.0 and +-inf included)
+    neg(x)        = x * -1         (IEEE: the sign flipped, -0.0 and +-inf included; a NaN
+                                    stays NaN, its sign bit not necessarily flipped)
     reciprocal(x) = 1 / x          (one correctly rounded division, as ONNX's Reciprocal)
     rsqrt(x)      = 1 / Sqrt(x)
 ONNX ops: Mul; Div (and Sqrt).
@@ -18,7 +19,9 @@ Legality (each a skip reason):
 3. the operand is a tensor of known dtype: neg of a float or signed integer, reciprocal /
    rsqrt of a float.
 
-Numerics: neg is bit-exact (integers wrap alike at the minimum). reciprocal and rsqrt give
+Numerics: neg is bit-exact for every non-NaN value (integers wrap alike at the minimum); a
+NaN stays a NaN, but `x * -1` keeps its sign bit where Neg flips it (a NaN's sign carries
+nothing). reciprocal and rsqrt give
 exactly what the exported file of the original gives (1/x rounded once); PyTorch's CPU
 rsqrt kernel is not 1/sqrt(x), so against PyTorch rsqrt is rounding-level: at most 2 ulp
 apart (measured on 10M floats; against float64 PyTorch's is within 1.49 ulp, 1/Sqrt within
@@ -92,7 +95,7 @@ class UnaryToArithmetic(RewritePass[Unary, ArithmeticPlan]):
             return Skip(f"neg of a {s.dtype} tensor")
         if m.kind != "neg" and not floats:
             return Skip(f"{m.kind} of a {s.dtype} tensor")
-        detail = {"neg": "x * -1 (bit-exact)",
+        detail = {"neg": "x * -1 (bit-exact but a NaN's sign bit)",
                   "reciprocal": "1 / x (bit-exact with ONNX's Reciprocal)",
                   "rsqrt": "1 / Sqrt(x) (the exported original's value; within 2 ulp of "
                            "PyTorch's rsqrt kernel)"}[m.kind]

@@ -26,6 +26,17 @@ SOURCES = {  # name -> (expression of x and the parameter p, proven?)
     "narrowing_cast": ("torch.sigmoid((x > 0).float()).half().float()", False),
     "clamp_to_negative_zero": ("(x > 0).float().clamp(min=-0.0) - 1.0", False),
     "exp": ("torch.exp((x > 0).float())", False),
+    # unsound rules a review found (each was "proven" and the lowered gather was wrong)
+    "where_method_on_input": ("x.where(x != 0, torch.zeros(()))", False),
+    "view_as_float_bits": ("((x * 3e8).int() | 0x7f800000).view(torch.float32)", False),
+    "softmax_in_half": ("torch.softmax((x > 0).float() * 0 + 7e4, -1, dtype=torch.half).float()",
+                        False),
+    "clamp_above_the_bound": ("torch.sigmoid((x > 0).float()).clamp(min=3e38) "
+                              "+ torch.sigmoid((x > 0).float()).clamp(min=3e38)", False),
+    "literal_below_float32": ("torch.where(x > 0, (x > 0).float(), -1e-46)", False),
+    "literal_inf_in_half": ("torch.where(x > 0, (x > 0).half(), 1e10).float()", False),
+    "promotion_in_cat": ("torch.cat([(x > 0).int() * 70000, (x > 0).half()], -1).float()",
+                         False),
 }
 
 

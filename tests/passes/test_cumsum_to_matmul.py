@@ -96,3 +96,14 @@ def test_property_against_cumsum_bit_for_bit(shape, data, dtype, big, seed) -> N
     assert len(applied(low, PASS)) == 1
     y = low(x)
     assert y.dtype == x.cumsum(dim).dtype and torch.equal(y, x.cumsum(dim))  # wraps alike
+
+
+def test_a_cumsum_over_an_earlier_dim_keeps_pytorchs_contiguous_result() -> None:
+    class ViewAfter(nn.Module):
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            return (ids != 1).int().cumsum(0).view(-1)  # .view() needs contiguous strides
+
+    for tracer in ("symbolic_trace", "export"):
+        low = lower_quiet(ViewAfter(), (IDS,), target="rknn2@2.x", tracer=tracer)
+        assert len(applied(low, PASS)) == 1
+        assert torch.equal(low(IDS), ViewAfter()(IDS))

@@ -86,3 +86,15 @@ def test_property_against_expand_bit_for_bit(shape, data, dtype, seed) -> None:
     low = lower_quiet(m, (x,), target="rknn2@1.4.0", verify=False)
     assert len(applied(low, PASS)) == 1  # (an expand to its own shape is a copy as well)
     assert torch.equal(low(x), m(x))
+
+
+def test_refused_for_an_empty_result() -> None:  # 3.
+    class Empty(nn.Module):
+        def forward(self, x: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+            return x.expand(n.size(0), 3)
+
+    x, n = torch.randn(1, 3), torch.zeros(0)
+    low = lower_quiet(Empty(), (x, n), target="rknn2@1.4.0", on_forbidden="warn")
+    assert [s.reason for s in skipped(low) if s.pass_name == PASS] == [
+        "an empty result (no copy to make)"]
+    assert torch.equal(low(x, n), Empty()(x, n))

@@ -94,3 +94,18 @@ def test_property_every_op_bit_for_bit(shape, seed, dtype) -> None:
     low = lower_quiet(Masks(), (x, y), target="rknn2@1.4.0", verify=False)
     assert len(applied(low, PASS)) == 10
     assert _equal(low, Masks(), (x, y))
+
+
+def test_refused_for_a_bool_tensor_with_a_number_which_pytorch_makes_an_integer_op() -> None:  # 3.
+    class Lit(nn.Module):
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return (x > 0) & 2, (x > 0) | True  # int64 [0, 2, ...]; bool
+
+    x = torch.randn(3, 4)
+    low = lower_quiet(Lit(), (x,), target="rknn2@1.4.0", tracer="symbolic_trace",
+                      on_forbidden="warn")
+    reasons = [s.reason for s in skipped(low) if s.pass_name == PASS]
+    assert reasons == ["a bitwise and of a bool tensor and a number: PyTorch promotes it to an "
+                       "integer op"]
+    assert len(applied(low, PASS)) == 1  # `| True` stays logical
+    assert all(torch.equal(p, q) for p, q in zip(low(x), Lit()(x), strict=True))
