@@ -41,14 +41,19 @@ MODELS = ["mae", "bert_embedding", "topk_attention", "hf_bert", "hf_vit", "hf_re
 MARK = "‡"
 
 
-def _load(name: str) -> tuple[Any, tuple[Any, ...]]:
-    """A model by name: the zoo's entry of that name, else the corpus's."""
+def _load(name: str) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
+    """A model by name: the zoo's entry of that name, else the corpus's, with the keywords
+    `export` gets: a corpus model is verified on inputs made like its example
+    (`verify_inputs`, as `make corpus` does: masks padded at the end, as tokenizers pad),
+    not on fresh random draws, whose masks no tokenizer makes."""
     import models
     import models.corpus
 
     if name in models.ZOO:
-        return models.load(name)
-    return models.corpus.load(name)
+        model, inputs = models.load(name)
+        return model, inputs, {}
+    model, inputs = models.corpus.load(name)
+    return model, inputs, {"verify_inputs": models.corpus.input_draws(model)}
 
 
 def cell(name: str, target: str, folder: Path) -> str:
@@ -56,10 +61,10 @@ def cell(name: str, target: str, folder: Path) -> str:
 
     path = folder / f"{name}.{target}.onnx"
     try:
-        model, inputs = _load(name)
+        model, inputs, kw = _load(name)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            fxlower.export(model, inputs, path, target=target)
+            fxlower.export(model, inputs, path, target=target, **kw)
     except fxlower.FxlowerError as e:
         return _summary(str(e))
     except Exception as e:  # noqa: BLE001 - not fxlower's own error: shown as it is
