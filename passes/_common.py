@@ -28,7 +28,7 @@ from typing import ClassVar
 import torch
 import torch.fx as fx
 
-from fxlower.graph import Builder, get_attr, is_param_or_buffer, node_of
+from fxlower.graph import Builder, get_attr, is_param_or_buffer, node_of, op_name
 from fxlower.kernels import linear as lo
 from fxlower.kernels import scatter as so
 from fxlower.rewrite import Context, Plan, RewritePass, Skip
@@ -39,21 +39,18 @@ MAX_RUNS = 16  # a constant index with at most this many constant-step runs beco
 def known_finite(node: fx.node.Argument, ctx: Context) -> bool:
     """True when the source cannot hold NaN/inf/-0.0 worth a code path: not a float, the
     user said so, or proven (`finite_proof`)."""
-    s = ctx.spec(node)
-    if s is None or not s.dtype.is_floating_point or ctx.options.assume_finite:
-        return True
-    return bool(finite_proof(node, ctx))
+    return finiteness(node, ctx)[0]
 
 
-def finiteness_note(node: fx.node.Argument, ctx: Context) -> str:
-    """What a rewrite's report detail says of its float source's non-finite values: the
-    code path kept, or the proof that made it unnecessary ("" for integer sources and under
-    assume_finite)."""
+def finiteness(node: fx.node.Argument, ctx: Context) -> tuple[bool, str]:
+    """`known_finite`, and what a rewrite's report detail says of it: the code path kept,
+    or the proof that made it unnecessary ("" for integer sources and under assume_finite).
+    One proof serves both."""
     s = ctx.spec(node)
     if s is None or not s.dtype.is_floating_point or ctx.options.assume_finite:
-        return ""
+        return True, ""
     why = finite_proof(node, ctx)
-    return f" (source proven finite: {why})" if why else " + non-finite code path"
+    return bool(why), f" (source proven finite: {why})" if why else " + non-finite code path"
 
 
 def finite_proof(node: fx.node.Argument, ctx: Context) -> str:
@@ -122,8 +119,6 @@ def _operand(v: object, dtype: torch.dtype, ctx: Context,
 
 def _bound_of(node: fx.Node, ctx: Context, memo: dict[fx.Node, tuple[float, str] | None]
               ) -> tuple[float, str] | None:
-    from fxlower.graph import op_name
-
     s = ctx.spec(node)
     if s is None:
         return None

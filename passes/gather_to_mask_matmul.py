@@ -50,9 +50,8 @@ from ._common import (
     EmptyPlan,
     Folded,
     broadcast_core,
-    finiteness_note,
+    finiteness,
     fold_lookup,
-    known_finite,
     replace_empty,
     replace_folded,
 )
@@ -151,7 +150,7 @@ class GatherToMaskMatmul(RewritePass[Gather, GatherPlan]):
         n, k = sx.shape[dim], si.shape[dim]
         if si.numel == 0:
             return EmptyPlan(detail="empty result: an empty slice", x=x, shape=si.shape)
-        finite = known_finite(x, ctx)
+        finite, note = finiteness(x, ctx)
         const = ctx.is_const(idx)
         core: torch.Tensor | fx.Node
         align: tuple[int, ...] | None = None
@@ -195,7 +194,7 @@ class GatherToMaskMatmul(RewritePass[Gather, GatherPlan]):
             kind = "constant one-hot" if const else "one-hot"
             return OneHotPlan(
                 detail=f"{kind} batched matmul: {bsize} x [{k}x{n}] mask, index broadcast "
-                f"over {rsize} elements{finiteness_note(x, ctx)}",
+                f"over {rsize} elements{note}",
                 macs=macs + extra, mask_elems=0 if const else bsize * k * n,
                 x=x, dim=dim, x_shape=sx.shape, idx_shape=si.shape, bdims=bdims, rdims=rdims,
                 n=n, k=k, core=core, align=align, dtype=sx.dtype, known_finite=finite, fm=fm,
@@ -203,7 +202,7 @@ class GatherToMaskMatmul(RewritePass[Gather, GatherPlan]):
         elems = math.prod(si.shape) * n
         return ElementsPlan(
             detail=f"masked sum over {n} candidates per element (index varies along every "
-            f"dim; memory grows with N){finiteness_note(x, ctx)}",
+            f"dim; memory grows with N){note}",
             macs=elems * (1 if finite else 2),
             mask_elems=0 if const else elems,
             x=x, dim=dim, x_shape=sx.shape, idx_shape=si.shape,

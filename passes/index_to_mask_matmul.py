@@ -62,9 +62,8 @@ from ._common import (
     MAX_RUNS,
     EmptyPlan,
     Folded,
-    finiteness_note,
+    finiteness,
     fold_lookup,
-    known_finite,
     replace_empty,
     replace_folded,
 )
@@ -182,7 +181,7 @@ class IndexToMaskMatmul(RewritePass[Index, IndexPlan]):
             out_shape = shape_s + tuple(sx.shape[d] for d in others)
         if math.prod(out_shape) == 0:
             return EmptyPlan(detail="empty result: an empty slice", x=x, shape=out_shape)
-        finite = known_finite(x, ctx)
+        finite, note = finiteness(x, ctx)
         where = f"{k} of {n} rows" + ("" if adjacent else " (indexed dims moved first)")
         index_nodes = tuple(cast(fx.Node, indices[p]) for p in pos)  # `pos` holds the nodes
         if all(ctx.is_const(i) for i in index_nodes):
@@ -213,7 +212,7 @@ class IndexToMaskMatmul(RewritePass[Index, IndexPlan]):
         if isinstance(fm, str):  # 4.
             return Skip(fm)
         macs = pre * k * n * post
-        code = finiteness_note(x, ctx)
+        code = note
         code += "" if fm.mask == "compare" else " (arithmetic mask)"
         return OneHotPlan(detail=f"one-hot matmul{code}, {where}",
                           macs=macs + (0 if finite else macs // 8), mask_elems=k * n,
