@@ -111,11 +111,14 @@ def _bind(node: fx.Node) -> Attention | None:
                      node.kwargs.get("enable_gqa", False))
 
 
-def _mask_kind(m: Attention, ctx: Context) -> str:
+def _exporter_ops(m: Attention, ctx: Context) -> frozenset[str]:
+    """The ONNX ops the exporter's own decomposition of this call writes."""
+    if m.is_causal is True:
+        return _CAUSAL_EXPORTER
     if m.mask is None:
-        return "none"
+        return _EXPORTER["none"]
     s = ctx.spec(m.mask)
-    return "bool" if s is not None and s.dtype == torch.bool else "float"
+    return _EXPORTER["bool" if s is not None and s.dtype == torch.bool else "float"]
 
 
 def _layout(node: fx.Node) -> tuple[int, ...]:
@@ -138,8 +141,7 @@ class AttentionToMatmulSoftmax(RewritePass[Attention, "AttentionPlan | NoMaskPla
         m = _bind(node)
         if m is None or target is None:
             return None
-        uses = _CAUSAL_EXPORTER if m.is_causal is True else _EXPORTER[_mask_kind(m, ctx)]
-        if all(target.allows(op) for op in uses):  # 1.
+        if not target.forbidden_in(_exporter_ops(m, ctx)):  # 1.
             return None
         return m
 
@@ -153,7 +155,7 @@ class AttentionToMatmulSoftmax(RewritePass[Attention, "AttentionPlan | NoMaskPla
                                      "exporter writes it without a mask (bit-exact)",
                               node=m.node)
         need = _OURS | ({"Add"} if m.mask is not None or m.is_causal is True else set())
-        lack = sorted(op for op in need if not target.allows(op))
+        lack = sorted(target.forbidden_in(need))
         if lack:  # 2.
             return Skip(f"target '{target.name}' lacks {', '.join(lack)}, which attention "
                         "needs in any formulation")
@@ -189,8 +191,7 @@ class AttentionToMatmulSoftmax(RewritePass[Attention, "AttentionPlan | NoMaskPla
         mask_bool = mask is not None and getattr(ctx.spec(mask), "dtype", None) == torch.bool
         kind = "causal" if causal else ("boolean" if mask_bool else
                                         "float" if mask is not None else "no")
-        lacked = sorted(op for op in (_CAUSAL_EXPORTER if causal else
-                                      _EXPORTER[_mask_kind(m, ctx)]) if not target.allows(op))
+        lacked = sorted(target.forbidden_in(_exporter_ops(m, ctx)))
         return AttentionPlan(
             detail=f"MatMul/Softmax/MatMul with {kind} mask, safe-softmax rows by ReduceMax/"
                    f"Equal/Where (the exporter's form needs {', '.join(lacked)}; "

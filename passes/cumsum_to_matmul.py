@@ -78,7 +78,7 @@ class CumsumToMatmul(RewritePass[Cumsum, TriangularPlan]):
         n = sx.shape[dim]
         need = {"MatMul"} | ({"Cast"} if sx.dtype != out.dtype else set()) | (
             {"Transpose"} if dim != sx.rank - 1 else set())
-        lack = sorted(op for op in need if not target.allows(op))
+        lack = sorted(target.forbidden_in(need))
         if lack:  # 2.
             return Skip(f"target '{target.name}' lacks CumSum, and its product form needs "
                         f"{', '.join(lack)}")

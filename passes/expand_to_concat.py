@@ -71,7 +71,7 @@ class ExpandToConcat(RewritePass[Expand, ConcatPlan]):
         grow = tuple((d, n) for d, (a, n) in enumerate(zip(ranked, out.shape, strict=True))
                      if a != n)
         need = ({"Concat"} if grow else set()) | ({"Reshape"} if out.rank != sx.rank else set())
-        lack = sorted(op for op in need if not target.allows(op))
+        lack = sorted(target.forbidden_in(need))
         if lack:  # 2.
             return Skip(f"target '{target.name}' lacks Expand, and copies need "
                         f"{', '.join(lack)}")

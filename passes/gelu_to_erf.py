@@ -133,7 +133,7 @@ class GeluToErf(RewritePass[Gelu, GeluPlan]):
         forms = ("tanh",) if m.approximate == "tanh" else ("erf", "rational")
         lacks: list[str] = []
         for form in forms:  # 2.
-            lack = [op for op in FORMS[form] if not target.allows(op)]
+            lack = sorted(target.forbidden_in(FORMS[form]))
             if lack:
                 lacks.append(f"the {form} form needs {', '.join(lack)}")
                 continue

@@ -96,7 +96,7 @@ class LayerNormToReductions(RewritePass[LayerNorm, ReductionsPlan]):
     def check(self, m: LayerNorm, ctx: Context) -> ReductionsPlan | Skip:
         target = ctx.options.target
         assert target is not None
-        lack = [op for op in _OPS if not target.allows(op)]
+        lack = sorted(target.forbidden_in(_OPS))
         if lack:  # 2.
             return Skip(f"target '{target.name}' lacks {', '.join(lack)} as well")
         s = ctx.spec(m.x)

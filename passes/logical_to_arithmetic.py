@@ -121,7 +121,7 @@ class LogicalToArithmetic(RewritePass[Logical, ArithmeticPlan]):
         target = ctx.options.target
         assert target is not None
         onnx_op = _KINDS[m.kind][0]
-        lack = [op for op in _NEEDS[m.kind] if not target.allows(op)]
+        lack = sorted(target.forbidden_in(_NEEDS[m.kind]))
         if lack:  # 2.
             return Skip(f"target '{target.name}' lacks {onnx_op}, and its arithmetic form "
                         f"needs {', '.join(lack)}")

@@ -82,7 +82,7 @@ class UnaryToArithmetic(RewritePass[Unary, ArithmeticPlan]):
         target = ctx.options.target
         assert target is not None
         onnx_op, _, need = _KINDS[m.kind]
-        lack = [op for op in need if not target.allows(op)]
+        lack = sorted(target.forbidden_in(need))
         if lack:  # 2.
             return Skip(f"target '{target.name}' lacks {onnx_op}, and its arithmetic form "
                         f"needs {', '.join(lack)}")

@@ -91,7 +91,7 @@ def choose(target: Any, *, codes: bool, wrap: bool, elementwise: bool, n: int) -
             need |= OPS["wrap:" + mode]
         if codes:
             need |= OPS["codes"]
-        lack = {op for op in need if not target.allows(op)}
+        lack = target.forbidden_in(need)
         if not lack:
             pack = not codes or all(target.allows(op) for op in OPS["pack"])
             return Formulation(mode, idx_dtype, pack)

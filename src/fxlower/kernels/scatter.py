@@ -557,7 +557,7 @@ def target_problem(target: Any, ops: frozenset[str], int64_indices: bool) -> str
     when `int64_indices`), or None."""
     if target is None:
         return None
-    lack = sorted(op for op in ops if not target.allows(op))
+    lack = sorted(target.forbidden_in(ops))
     if lack:
         return (f"target '{target.name}' lacks {', '.join(lack)}, which this scatter rewrite "
                 "needs (it has a single formulation)")
