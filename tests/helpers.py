@@ -40,6 +40,23 @@ def gather_ops_left(lowered: torch.fx.GraphModule) -> dict[str, int]:
     return census(lowered, DEFAULT_FORBIDDEN)
 
 
+def code_lookalikes(x: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """A copy of float x with the finite values the kernels' code schemes use as codes
+    sprinkled in (1.0, +-max, +0.0, tiny negatives whose reciprocal is -inf, the smallest
+    subnormals): a real 1.0 or max must come out as itself, not as the NaN or inf it codes."""
+    if not x.dtype.is_floating_point or not x.numel():
+        return x
+    x = x.clone()
+    fi = torch.finfo(x.dtype)
+    g = torch.Generator().manual_seed(seed + 1)
+    flat = x.view(-1)
+    tiny = fi.smallest_normal / 4 if x.dtype != torch.bfloat16 else fi.smallest_normal
+    for v in (1.0, fi.max, -fi.max, 0.0, -tiny, tiny, -fi.smallest_normal):
+        pos = torch.randint(0, flat.numel(), (max(1, flat.numel() // 16),), generator=g)
+        flat[pos] = v
+    return x
+
+
 def nonfinite(x: torch.Tensor, seed: int = 0) -> torch.Tensor:
     """A copy of float x with NaN, +inf, -inf and -0.0 sprinkled in."""
     x = x.clone()

@@ -4,7 +4,7 @@ graph tests afford: take_rows, wrap_negative and gather_elements against torch."
 from __future__ import annotations
 
 import torch
-from helpers import assert_same_outputs
+from helpers import assert_same_outputs, code_lookalikes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import DTYPES
@@ -16,6 +16,8 @@ from fxlower.kernels import gather as kernels
 FORMULATIONS = [
     kernels.DEFAULT,
     kernels.Formulation(pack=False),
+    kernels.Formulation(codes="classes"),
+    kernels.Formulation(codes="classes", pack=False),
     kernels.Formulation(index_dtype=torch.int32),
     kernels.Formulation(mask="arith"),
     kernels.Formulation(mask="arith", index_dtype=torch.int32),
@@ -35,7 +37,7 @@ def test_take_rows_kernel_eagerly(data: st.DataObject) -> None:
     dtype = data.draw(st.sampled_from(DTYPES))
     fm = data.draw(st.sampled_from(FORMULATIONS))
     seed = data.draw(st.integers(0, 999))
-    x = _source((pre, n, post), dtype, seed)
+    x = code_lookalikes(_source((pre, n, post), dtype, seed), seed)
     known = data.draw(st.booleans()) and not dtype.is_floating_point
     if fm.mask == "arith" and dtype.is_floating_point:
         x = (torch.randn((pre, n, post), generator=torch.Generator().manual_seed(seed)) + 0.0).to(dtype)
@@ -59,7 +61,7 @@ def test_wrap_negative_and_gather_elements_in_every_formulation(data: st.DataObj
     shape = tuple(data.draw(st.lists(st.integers(1, 4), min_size=1, max_size=3)))
     dim = data.draw(st.integers(0, len(shape) - 1))
     dtype = data.draw(st.sampled_from([torch.float32, torch.int64, torch.float16]))
-    x = _source(shape, dtype, n)
+    x = code_lookalikes(_source(shape, dtype, n), n)
     known = not dtype.is_floating_point
     if fm.mask == "arith" and dtype.is_floating_point:
         x, known = torch.randn(shape).to(dtype) + 0.0, True

@@ -23,6 +23,8 @@ INTRODUCED = {
     "Equal", "Less", "Where", "Cast", "MatMul", "ReduceSum", "Add", "Sub", "Mul", "Div",
     "Floor", "Reshape", "Transpose", "Slice", "Concat", "Unsqueeze", "Squeeze", "Expand",
     "Identity", "Constant",
+    # the keep-bit scheme for float sources that may hold NaN/inf/-0.0 (kernels.keep_bits)
+    "Clip", "Reciprocal", "Greater", "And", "Abs",
 }
 FORBIDDEN_INTRODUCED = {"OneHot", "Range", "ScatterND", "ScatterElements", "Scatter", "NonZero",
                         "Gather", "GatherElements", "GatherND", "Shape"}

@@ -9,12 +9,19 @@ Exactness (the traps in design.md):
 - A one-hot row has exactly one non-zero, so `onehot @ x` adds `1*x[i]` to exact zeros:
   exact in any accumulation order and precision, for finite `x`.
 - Non-finite sources: `0 * inf = NaN` would corrupt every output sharing a reduction with a
-  non-finite element. So the value path multiplies `where(isfinite(x), x, 0)` and a second,
-  narrow path carries a class code per element (0 finite, 1 NaN, 2 +inf, 3 -inf, 4 -0.0)
-  packed eight 3-bit codes per float32 (< 2**24, exact), selected by the same one-hot
-  matrix, unpacked with power-of-two divisions and Floor (exact), and restored with Where.
-  Its cost is 1/8 of the value path's multiply-adds. Signed zero is restored too: a sum
-  starting from +0 turns a selected -0.0 into +0.0.
+  non-finite element, and a sum starting from +0 turns a selected -0.0 into +0.0. Two
+  schemes carry them through (`Formulation.codes`, chosen per target):
+  * "bits" (the default): the value path selects `where(x == x, clamp(x, -max, max), 1)`,
+    finite, in which NaN reads 1 and +-inf read +-max, and one keep bit per element
+    (x is that value and not -0.0) rides along, 24 per float32 word. Where the selected bit
+    is 0 one arithmetic formula turns the selected code back into NaN, +-inf or -0.0
+    (`restore_bits`). The source is read by ~9 elementwise ops, the Where among them.
+  * "classes" (targets without Clip/Abs/Reciprocal/And/Greater): a class code per element
+    (0 finite, 1 NaN, 2 +inf, 3 -inf, 4 -0.0) from comparisons, Cast and arithmetic only,
+    packed eight 3-bit codes per word, restored with one Where per class (~20 ops over the
+    source).
+  Packed words are < 2**24 (exact in float32), packed and selected by MatMul and unpacked
+  with power-of-two multiplications and Floor (exact).
 - Integer sources are reduced in their own dtype (int64 beyond 2**24 stays exact);
   int8/int16/uint8/bool go through int32 and back; bfloat16 through float32 (onnxruntime has
   no bfloat16 MatMul), both exact widenings.
@@ -24,6 +31,7 @@ Exactness (the traps in design.md):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +40,6 @@ import torch
 Tensor = Any  # a torch.Tensor or an fx Proxy standing for one
 
 FINITE, NAN, POSINF, NEGINF, NEGZERO = 0, 1, 2, 3, 4
-_PACK = 8  # codes per float32 word: 8 codes x 3 bits = 24 bits, exact in float32
 
 
 @dataclass(frozen=True)
@@ -49,7 +56,8 @@ class Formulation:
 
     mask: str = "compare"
     index_dtype: torch.dtype = torch.int64
-    pack: bool = True  # pack the class codes 8 per word (needs Floor, ReduceSum, Concat)
+    pack: bool = True  # pack the class codes 8 per word (needs Floor, MatMul, Concat)
+    codes: str = "bits"  # how NaN/inf/-0.0 ride along: "bits" or "classes" (module docstring)
 
 
 DEFAULT = Formulation()
@@ -66,9 +74,13 @@ OPS: dict[str, frozenset[str]] = {
     "masked_sum:compare": frozenset({"Cast", "Mul", "ReduceSum", "Where", "ReduceMax", "Transpose",
                                      "Unsqueeze"}),
     "masked_sum:arith": frozenset({"Mul", "ReduceSum", "Transpose", "Unsqueeze"}),
-    "codes": frozenset({"Sub", "Equal", "Where", "Div", "Less", "Mul", "Add", "Cast", "MatMul",
-                        "Reshape"}),
-    "pack": frozenset({"ReduceSum", "Floor", "Concat", "Slice"}),
+    "codes:classes": frozenset({"Sub", "Equal", "Where", "Div", "Less", "Mul", "Add", "Cast",
+                                "MatMul", "Reshape"}),
+    # the keep bits always travel packed in the row selections, so Floor/Concat/Slice too
+    "codes:bits": frozenset({"Equal", "Clip", "Where", "Reciprocal", "Greater", "And", "Cast",
+                             "MatMul", "Reshape", "Floor", "Sub", "Mul", "Abs", "Div", "Add",
+                             "Less", "Concat", "Slice"}),
+    "pack": frozenset({"MatMul", "Floor", "Concat", "Slice"}),
 }
 
 
@@ -89,12 +101,14 @@ def choose(target: Any, *, codes: bool, wrap: bool, elementwise: bool, n: int) -
         need = set(OPS[mode]) | OPS["masked_sum:" + mode if elementwise else "matmul"]
         if wrap:
             need |= OPS["wrap:" + mode]
+        if codes and not target.forbidden_in(need | OPS["codes:bits"]):
+            return Formulation(mode, idx_dtype, True, "bits")
         if codes:
-            need |= OPS["codes"]
+            need |= OPS["codes:classes"]
         lack = target.forbidden_in(need)
         if not lack:
             pack = not codes or all(target.allows(op) for op in OPS["pack"])
-            return Formulation(mode, idx_dtype, pack)
+            return Formulation(mode, idx_dtype, pack, "classes" if codes else "bits")
         missing[mode] = lack
     parts = "; ".join(f"{m} mask needs {', '.join(sorted(v))}" for m, v in missing.items())
     hint = " (pass assume_finite=True if float sources hold no NaN/inf/-0.0)" if codes else ""
@@ -137,17 +151,52 @@ def classes(b: Any, x: Tensor) -> Tensor:
     return c + (x == 0).to(f) * ((one / x) < 0).to(f) * float(NEGZERO)
 
 
-def _source(b: Any, x: Tensor, dtype: torch.dtype, known_finite: bool
+def _source(b: Any, x: Tensor, dtype: torch.dtype, known_finite: bool, fm: Formulation
             ) -> tuple[Tensor, torch.dtype, Tensor | None]:
-    """What a selection reads of its source: x in the work dtype, or,
-    for a float source that may hold NaN/inf/-0.0, x's finite part and the codes that carry
-    the rest (None when none are needed)."""
+    """What a selection reads of its source: x in the work dtype, or, for a float source that
+    may hold NaN/inf/-0.0, a finite value to select and what carries the rest (`fm.codes`:
+    the keep bits or the class codes, float32; None when nothing is needed)."""
     wdt = work_dtype(dtype)
     xw = _to(x, wdt, dtype)
     if not needs_codes(dtype, known_finite):
         return xw, wdt, None
-    c = classes(b, x)
-    return finite_part(xw), wdt, c
+    if fm.codes == "bits":
+        return keep_bits(b, xw, wdt)
+    return finite_part(xw), wdt, classes(b, x)
+
+
+def _typed(b: Any, value: float, wdt: torch.dtype, name: str) -> Tensor:
+    """A constant of dtype wdt (a Python float would be exported as a float32 scalar:
+    float64's max is inf there, 2/max of float64 is 0)."""
+    return b.const(torch.tensor(value, dtype=wdt), name)
+
+
+def keep_bits(b: Any, xw: Tensor, wdt: torch.dtype) -> tuple[Tensor, torch.dtype, Tensor]:
+    """(value, wdt, keep) for the "bits" scheme. value = where(x == x, clamp(x, -max, max), 1):
+    finite, so a one-hot product selects it exactly; NaN reads 1, +-inf read +-max. keep is
+    1.0 (float32) where value is x itself and x is not -0.0 or a negative number so small that
+    1/x is -inf (those are restored from value by `restore_bits` too)."""
+    big = torch.finfo(wdt).max
+    v = torch.clamp(xw, _typed(b, -big, wdt, "finite_min"), _typed(b, big, wdt, "finite_max"))
+    value = torch.where(xw == xw, v, 1.0)
+    keep = (xw == v) & (torch.reciprocal(xw) > float("-inf"))
+    return value, wdt, keep.to(torch.float32)
+
+
+def restore_bits(b: Any, y: Tensor, keep: Tensor, wdt: torch.dtype) -> Tensor:
+    """y where the selected keep bit says so (keep >= 0.5: a 0/1 value, or the fraction whose
+    top bit is the packed bit; y is never -0.0 there), else the value y's code stands for, by one formula with no
+    Where per class: sign(y - 1) * |y| * (1 + 2|y|/max), computed as d / |d| with d = y - 1:
+    1 (a NaN) gives 0/0 = NaN; +-max (+-inf) overflow to +-inf; +-0 (a -0.0: the product's
+    sum may have lost its sign) gives -1 * +0 = -0.0; a tiny negative t gives -1 * |t| * 1 = t.
+    Float16's max is only 65504, but 2/max stays a representable subnormal there too."""
+    d = y - 1.0
+    a = torch.abs(y)
+    g = d / torch.abs(d) * a * (a * _typed(b, 2.0 / torch.finfo(wdt).max, wdt, "two_over_max") + 1.0)
+    # keep > 0.5 - 2**-25 is keep >= 0.5 for these values (multiples of 2**-24) with the
+    # Greater every target with the scheme has; g goes second: onnxruntime's Where drops the
+    # sign of a -0.0 taken from its first value input (1.32), not from its second
+    return torch.where(keep > 0.5 - 2.0**-25, y, g)
 
 
 def finite_part(x: Tensor) -> Tensor:
@@ -168,44 +217,70 @@ def restore(y: Tensor, codes: Tensor, dtype: torch.dtype) -> Tensor:
     return torch.where(negzero, 0.0, y) * torch.where(negzero, -1.0, 1.0).to(dtype)
 
 
-def _pack(b: Any, c: Tensor, shape: tuple[int, ...], axis: int) -> Tensor:
-    """Pack codes `c` (float32, static `shape`) along `axis` (0 or last), 8 per word."""
+def _word(fm: Formulation, n: int) -> tuple[int, int]:
+    """(base, codes per float32 word) for packing n codes: up to 24 keep bits, or 8
+    three-bit class codes; at most 24 bits either way, so a word is an integer < 2**24, exact
+    in float32. Keep bits go as many per word as divides n (768 -> 24, 128 -> 16), so no
+    padded copy of the codes is made, unless that is fewer than 8."""
+    if fm.codes != "bits":
+        return 8, 8
+    per = max(d for d in range(1, 25) if n % d == 0)
+    return 2, per if per >= 8 else 24
+
+
+def _pack(b: Any, c: Tensor, shape: tuple[int, ...], axis: int, fm: Formulation) -> Tensor:
+    """Pack codes `c` (float32, static `shape`) along `axis` (0 or last) into words: one
+    MatMul against the powers of the base (exact: integer sums < 2**24)."""
     n = shape[axis]
-    groups = -(-n // _PACK)
-    pad = groups * _PACK - n
+    base, per = _word(fm, n)
+    groups = -(-n // per)
+    pad = groups * per - n
     if pad:
         pad_shape = list(shape)
         pad_shape[axis] = pad
         c = torch.cat([c, b.const(torch.zeros(pad_shape), "code_pad")], dim=axis)
-    w = torch.tensor([float(_PACK**j) for j in range(_PACK)])
+    w = torch.tensor([float(base**j) for j in range(per)])
     if axis == 0:
-        c = c.reshape((groups, _PACK) + tuple(shape[1:]))
-        w = w.reshape((_PACK,) + (1,) * (len(shape) - 1))
-        return (c * b.const(w, "code_weights")).sum(1)
-    c = c.reshape(tuple(shape[:-1]) + (groups, _PACK))
-    return (c * b.const(w, "code_weights")).sum(-1)
+        rest = tuple(shape[1:])
+        c = c.reshape((groups, per, math.prod(rest)))
+        return (b.const(w.reshape(1, per), "code_weights") @ c).reshape((groups,) + rest)
+    c = c.reshape(tuple(shape[:-1]) + (groups, per))
+    return (c @ b.const(w.reshape(per, 1), "code_weights")).reshape(tuple(shape[:-1]) + (groups,))
 
 
-def _unpack(b: Any, p: Tensor, shape: tuple[int, ...], n: int, axis: int) -> Tensor:
-    """Inverse of `_pack` on a selected word tensor `p` of static `shape`; returns codes with
-    `n` entries along `axis`. floor(p / 8**j) is exact: p < 2**24 and 8**j is a power of 2."""
+def _unpack(b: Any, p: Tensor, shape: tuple[int, ...], n: int, axis: int, fm: Formulation
+            ) -> Tensor:
+    """Inverse of `_pack` on a selected word tensor `p` of static `shape`, with `n` entries
+    along `axis`. Class codes: floor(p / 8**j) - 8 floor(p / 8**(j+1)). Keep bits: the
+    fraction t - floor(t) of t = p / 2**(j+1), which is >= 0.5 exactly when bit j is set
+    (`restore_bits` compares it with 0.5). Exact: p < 2**24, the divisors are powers of 2."""
+    base, per = _word(fm, n)
     groups = shape[axis]
-    lo = torch.tensor([1.0 / (_PACK**j) for j in range(_PACK)])
-    hi = torch.tensor([1.0 / (_PACK ** (j + 1)) for j in range(_PACK)])
+    hi = torch.tensor([1.0 / (base ** (j + 1)) for j in range(per)])
+    lo = torch.tensor([1.0 / (base**j) for j in range(per)])
     if axis == 0:
         p = p.unsqueeze(1)
-        lo = lo.reshape((_PACK,) + (1,) * (len(shape) - 1))
-        hi = hi.reshape((_PACK,) + (1,) * (len(shape) - 1))
+        hi = hi.reshape((per,) + (1,) * (len(shape) - 1))
+        lo = lo.reshape((per,) + (1,) * (len(shape) - 1))
     else:
         p = p.unsqueeze(-1)
-    codes = torch.floor(p * b.const(lo, "code_lo")) - torch.floor(
-        p * b.const(hi, "code_hi")
-    ) * float(_PACK)
+    if fm.codes == "bits":
+        t = p * b.const(hi, "code_hi")
+        codes = t - torch.floor(t)
+    else:
+        codes = torch.floor(p * b.const(lo, "code_lo")) - torch.floor(
+            p * b.const(hi, "code_hi")
+        ) * float(base)
     if axis == 0:
-        codes = codes.reshape((groups * _PACK,) + tuple(shape[1:]))
-        return codes[:n] if groups * _PACK != n else codes
-    codes = codes.reshape(tuple(shape[:-1]) + (groups * _PACK,))
-    return codes[..., :n] if groups * _PACK != n else codes
+        codes = codes.reshape((groups * per,) + tuple(shape[1:]))
+        return codes[:n] if groups * per != n else codes
+    codes = codes.reshape(tuple(shape[:-1]) + (groups * per,))
+    return codes[..., :n] if groups * per != n else codes
+
+
+def _finish(b: Any, y: Tensor, side: Tensor, wdt: torch.dtype, fm: Formulation) -> Tensor:
+    """Put back what the selected side channel (keep bits or class codes) carries."""
+    return restore_bits(b, y, side, wdt) if fm.codes == "bits" else restore(y, side, wdt)
 
 
 def _onehot(b: Any, idx: Tensor, n: int, dtype: torch.dtype, transpose: bool,
@@ -260,23 +335,26 @@ def take_rows(
     in [0, n). Returns [pre, k, post] (or [pre, k] when post == 1) in `dtype`.
     Layout: with post > 1 the one-hot [k, n] multiplies from the left; with post == 1 its
     transpose [n, k] multiplies from the right, so the source is never transposed.
-    Cost: pre*k*n*post multiply-adds (+1/8 of that for the code path of float sources that
-    may hold non-finite values); the one-hot mask has k*n elements (pre*k*n when batched).
+    Cost: pre*k*n*post multiply-adds (+1/24 of that for the keep bits, 1/8 for class codes,
+    of float sources that may hold non-finite values); the one-hot mask has k*n elements
+    (pre*k*n when batched).
     """
-    xw, wdt, c = _source(b, x, dtype, known_finite)
+    xw, wdt, c = _source(b, x, dtype, known_finite, fm)
     if post > 1:
         # one block (pre == 1, the embedding case): 2-D operands, so onnxruntime prepacks a
         # constant table (a [1, V, D] MatMul operand runs ~1.5x slower, measured)
         lead = (pre,) if pre > 1 or batched else ()
-        y = _onehot(b, idx, n, wdt, False, fm) @ xw.reshape(*lead, n, post)
+        m = _onehot(b, idx, n, wdt, False, fm)
+        y = m @ xw.reshape(*lead, n, post)
         if c is not None:
-            mf = _onehot(b, idx, n, torch.float32, False, fm)
+            mf = m if wdt == torch.float32 else _onehot(b, idx, n, torch.float32, False, fm)
             if not fm.pack:
-                y = restore(y, mf @ c.reshape(*lead, n, post), wdt)
+                y = _finish(b, y, mf @ c.reshape(*lead, n, post), wdt, fm)
                 return _to(y.reshape(pre, k, post), dtype, wdt)
-            g = -(-post // _PACK)
-            cw = _pack(b, c.reshape(*lead, n, post), (*lead, n, post), axis=len(lead) + 1)
-            y = restore(y, _unpack(b, mf @ cw, (*lead, k, g), post, axis=len(lead) + 1), wdt)
+            g = -(-post // _word(fm, post)[1])
+            axis = len(lead) + 1
+            cw = _pack(b, c.reshape(*lead, n, post), (*lead, n, post), axis, fm)
+            y = _finish(b, y, _unpack(b, mf @ cw, (*lead, k, g), post, axis, fm), wdt, fm)
         return _to(y.reshape(pre, k, post), dtype, wdt)
     mt = _onehot(b, idx, n, wdt, True, fm)  # [n, k] or [pre, n, k]
     if batched:
@@ -284,16 +362,33 @@ def take_rows(
     else:
         y = xw.reshape(pre, n) @ mt
     if c is not None:
-        mtf = _onehot(b, idx, n, torch.float32, True, fm)
+        mtf = mt if wdt == torch.float32 else _onehot(b, idx, n, torch.float32, True, fm)
         if batched:
-            y = restore(y, (c.reshape(pre, 1, n) @ mtf).reshape(pre, k), wdt)
+            y = _finish(b, y, (c.reshape(pre, 1, n) @ mtf).reshape(pre, k), wdt, fm)
         elif not fm.pack:
-            y = restore(y, c.reshape(pre, n) @ mtf, wdt)
+            y = _finish(b, y, c.reshape(pre, n) @ mtf, wdt, fm)
         else:
-            g = -(-pre // _PACK)
-            cw = _pack(b, c.reshape(pre, n), (pre, n), axis=0)  # [g, n]
-            y = restore(y, _unpack(b, cw @ mtf, (g, k), pre, axis=0), wdt)
+            g = -(-pre // _word(fm, pre)[1])
+            cw = _pack(b, c.reshape(pre, n), (pre, n), 0, fm)  # [g, n]
+            y = _finish(b, y, _unpack(b, cw @ mtf, (g, k), pre, 0, fm), wdt, fm)
     return _to(y, dtype, wdt)
+
+
+def _element_mask(b: Any, idx: Tensor, n: int, dim: int, tail: int, fm: Formulation) -> Tensor:
+    """mask[..., k, j, rest] = (idx[..., k, rest] == j), j < n, right after idx's `dim` (the
+    `tail` dims after it stay innermost, so the products and the sum over j run on contiguous
+    blocks): bool for the compare mask, float32 0/1 for the arith mask."""
+    ar_shape = (n,) + (1,) * tail
+    if _is_real(idx):
+        m = idx.unsqueeze(dim + 1) == torch.arange(n, dtype=idx.dtype).reshape(ar_shape)
+        return b.const(m, f"gmask_{n}")
+    if fm.mask == "arith":  # relu(1 - |i - j|), as in _onehot
+        f = idx.to(torch.float32).unsqueeze(dim + 1)
+        ar = b.const(torch.arange(n, dtype=torch.float32).reshape(ar_shape), f"farange_{n}")
+        return torch.relu(1.0 - (torch.relu(f - ar) + torch.relu(ar - f)))
+    i = idx if fm.index_dtype == torch.int64 else idx.to(fm.index_dtype)
+    ar = b.const(torch.arange(n, dtype=fm.index_dtype).reshape(ar_shape), f"arange_{n}")
+    return i.unsqueeze(dim + 1) == ar
 
 
 def gather_elements(
@@ -302,34 +397,33 @@ def gather_elements(
 ) -> Tensor:
     """torch.gather(x, dim, idx) where idx has x's shape except along `dim` (x already sliced
     to idx's extent elsewhere) and may vary along every dim. Select then ReduceSum over the
-    n candidates: the source is finite here (its finite part, the code path carrying the
-    rest), so multiplying by the 0/1 mask puts exact zeros where it is off and the sum is
-    exact (integers select with Where + ReduceMax instead). Mask and select temporaries have
-    numel(idx) * n elements."""
+    n candidates, laid out [..., k, n, rest]: the source is finite here (the value the code
+    scheme selects, or assume_finite), so multiplying by the 0/1 mask puts exact zeros where
+    it is off and the sum is exact (integers select with Where + ReduceMax instead). Mask
+    and select temporaries have numel(idx) * n elements."""
     n = x_shape[dim]
-    xw, wdt, c = _source(b, x, dtype, known_finite)
-    src = xw.movedim(dim, -1).unsqueeze(dim)
-    if fm.mask == "arith" and not _is_real(idx):
-        m = _onehot(b, idx, n, wdt, False, fm)  # [..., k, ..., n] float/int 0-1
-        y = (m * src).sum(-1)
-    else:
-        if _is_real(idx):
-            mask = b.const(idx.unsqueeze(-1) == torch.arange(n, dtype=idx.dtype), f"gmask_{n}")
-        else:
-            i = idx if fm.index_dtype == torch.int64 else idx.to(fm.index_dtype)
-            mask = i.unsqueeze(-1) == b.const(torch.arange(n, dtype=fm.index_dtype), f"arange_{n}")
-        if wdt.is_floating_point:
-            # src is finite here (its finite part, or assume_finite), so a 0/1 product
-            # selects exactly; Cast + Mul, not Where: onnxruntime's Where is ~4x slower.
-            # float16 sums in float32 (exact: one term is not +0): the exporter writes a
-            # float16 ReduceSum as Cast(float32) + ReduceSum and drops the cast back
-            y = (mask.to(wdt) * src).sum(-1, dtype=torch.float32 if wdt == torch.float16 else wdt)
-            wdt = y.dtype
-        else:  # onnxruntime's int64 ReduceSum rounds through float64: select with ReduceMax
-            y = torch.where(mask, src, torch.iinfo(wdt).min).amax(-1)
-        if c is not None:
-            sel = (mask.to(torch.float32) * c.movedim(dim, -1).unsqueeze(dim)).sum(-1)
-            y = restore(y, sel, wdt)
+    tail = len(x_shape) - dim - 1
+    xw, wdt, c = _source(b, x, dtype, known_finite, fm)
+    vdt = wdt  # the codes' dtype (float16's +-max stand for +-inf even once summed in float32)
+    src = xw.unsqueeze(dim)  # [..., 1, n, rest]: broadcast over k
+    mask = _element_mask(b, idx, n, dim, tail, fm)
+    if fm.mask == "arith" and not _is_real(idx):  # the arith mask: float 0/1 already
+        y = (mask.to(wdt) * src).sum(dim + 1)
+        maskf = mask
+    elif wdt.is_floating_point:
+        # a 0/1 product selects exactly from a finite source; Cast + Mul, not Where:
+        # onnxruntime's Where is ~4x slower. float16 sums in float32 (exact: one term is not
+        # +0): the exporter writes a float16 ReduceSum as Cast(float32) + ReduceSum and
+        # drops the cast back
+        maskf = mask.to(torch.float32)
+        mw = maskf if wdt == torch.float32 else mask.to(wdt)
+        y = (mw * src).sum(dim + 1, dtype=torch.float32 if wdt == torch.float16 else wdt)
+        wdt = y.dtype
+    else:  # onnxruntime's int64 ReduceSum rounds through float64: select with ReduceMax
+        y = torch.where(mask, src, torch.iinfo(wdt).min).amax(dim + 1)
+        maskf = mask
+    if c is not None:
+        y = _finish(b, y, (maskf * c.unsqueeze(dim)).sum(dim + 1), vdt, fm)
     return y.to(dtype)
 
 
