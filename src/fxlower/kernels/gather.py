@@ -283,26 +283,26 @@ def _finish(b: Any, y: Tensor, side: Tensor, wdt: torch.dtype, fm: Formulation) 
     return restore_bits(b, y, side, wdt) if fm.codes == "bits" else restore(y, side, wdt)
 
 
-def _onehot(b: Any, idx: Tensor, n: int, dtype: torch.dtype, transpose: bool,
-            fm: Formulation = DEFAULT) -> Tensor:
-    """One-hot matrix of `idx` (shape [..., K], values in [0, n)) over n positions, as
-    [..., K, n] or, with `transpose`, [..., n, K], built the way `fm` says. Computed now and
-    stored as a constant when idx is known."""
+def _onehot(b: Any, idx: Tensor, n: int, dtype: torch.dtype | None, fm: Formulation = DEFAULT,
+            *, axis: int = -1) -> Tensor:
+    """One-hot of `idx` (values in [0, n)) over n positions, a new dim at `axis` of the result
+    (negative, from the end): [..., K, n] (-1), its transpose [..., n, K] (-2), or
+    [..., k, n, rest] for gather_elements, built the way `fm` says, in `dtype` (None: bool
+    for the compare mask, float32 0/1 for the arithmetic one). Computed now and stored as a
+    constant when idx is known."""
+    ar_shape = (n,) + (1,) * (-axis - 1)
     if _is_real(idx):
-        ar = torch.arange(n, dtype=idx.dtype)
-        m = (ar.unsqueeze(-1) == idx.unsqueeze(-2)) if transpose else (idx.unsqueeze(-1) == ar)
-        return b.const(m.to(dtype), f"onehot_{n}")
+        m = idx.unsqueeze(axis) == torch.arange(n, dtype=idx.dtype).reshape(ar_shape)
+        return b.const(m if dtype is None else m.to(dtype), f"onehot_{n}")
     if fm.mask == "arith":  # relu(1 - |i - n|): 1 where i == n, else 0, for integer i, n
-        f = idx.to(torch.float32)
-        f = f.unsqueeze(-2) if transpose else f.unsqueeze(-1)
-        shape = (n, 1) if transpose else (n,)
-        ar = b.const(torch.arange(n, dtype=torch.float32).reshape(shape), f"farange_{n}")
+        f = idx.to(torch.float32).unsqueeze(axis)
+        ar = b.const(torch.arange(n, dtype=torch.float32).reshape(ar_shape), f"farange_{n}")
         m = torch.relu(1.0 - (torch.relu(f - ar) + torch.relu(ar - f)))  # |d| = relu(d) + relu(-d)
-        return m if dtype == torch.float32 else m.to(dtype)
-    ar = b.const(torch.arange(n, dtype=fm.index_dtype), f"arange_{n}")
+        return m if dtype in (None, torch.float32) else m.to(dtype)
+    ar = b.const(torch.arange(n, dtype=fm.index_dtype).reshape(ar_shape), f"arange_{n}")
     i = idx if fm.index_dtype == torch.int64 else idx.to(fm.index_dtype)
-    m = (ar.unsqueeze(-1) == i.unsqueeze(-2)) if transpose else (i.unsqueeze(-1) == ar)
-    return m.to(dtype)
+    m = i.unsqueeze(axis) == ar
+    return m if dtype is None else m.to(dtype)
 
 
 def wrap_negative(i: Tensor, size: int, fm: Formulation = DEFAULT) -> Tensor:
@@ -344,10 +344,10 @@ def take_rows(
         # one block (pre == 1, the embedding case): 2-D operands, so onnxruntime prepacks a
         # constant table (a [1, V, D] MatMul operand runs ~1.5x slower, measured)
         lead = (pre,) if pre > 1 or batched else ()
-        m = _onehot(b, idx, n, wdt, False, fm)
+        m = _onehot(b, idx, n, wdt, fm)
         y = m @ xw.reshape(*lead, n, post)
         if c is not None:
-            mf = m if wdt == torch.float32 else _onehot(b, idx, n, torch.float32, False, fm)
+            mf = m if wdt == torch.float32 else _onehot(b, idx, n, torch.float32, fm)
             if not fm.pack:
                 y = _finish(b, y, mf @ c.reshape(*lead, n, post), wdt, fm)
                 return _to(y.reshape(pre, k, post), dtype, wdt)
@@ -356,13 +356,13 @@ def take_rows(
             cw = _pack(b, c.reshape(*lead, n, post), (*lead, n, post), axis, fm)
             y = _finish(b, y, _unpack(b, mf @ cw, (*lead, k, g), post, axis, fm), wdt, fm)
         return _to(y.reshape(pre, k, post), dtype, wdt)
-    mt = _onehot(b, idx, n, wdt, True, fm)  # [n, k] or [pre, n, k]
+    mt = _onehot(b, idx, n, wdt, fm, axis=-2)  # [n, k] or [pre, n, k]
     if batched:
         y = (xw.reshape(pre, 1, n) @ mt).reshape(pre, k)
     else:
         y = xw.reshape(pre, n) @ mt
     if c is not None:
-        mtf = mt if wdt == torch.float32 else _onehot(b, idx, n, torch.float32, True, fm)
+        mtf = mt if wdt == torch.float32 else _onehot(b, idx, n, torch.float32, fm, axis=-2)
         if batched:
             y = _finish(b, y, (c.reshape(pre, 1, n) @ mtf).reshape(pre, k), wdt, fm)
         elif not fm.pack:
@@ -372,23 +372,6 @@ def take_rows(
             cw = _pack(b, c.reshape(pre, n), (pre, n), 0, fm)  # [g, n]
             y = _finish(b, y, _unpack(b, cw @ mtf, (g, k), pre, 0, fm), wdt, fm)
     return _to(y, dtype, wdt)
-
-
-def _element_mask(b: Any, idx: Tensor, n: int, dim: int, tail: int, fm: Formulation) -> Tensor:
-    """mask[..., k, j, rest] = (idx[..., k, rest] == j), j < n, right after idx's `dim` (the
-    `tail` dims after it stay innermost, so the products and the sum over j run on contiguous
-    blocks): bool for the compare mask, float32 0/1 for the arith mask."""
-    ar_shape = (n,) + (1,) * tail
-    if _is_real(idx):
-        m = idx.unsqueeze(dim + 1) == torch.arange(n, dtype=idx.dtype).reshape(ar_shape)
-        return b.const(m, f"gmask_{n}")
-    if fm.mask == "arith":  # relu(1 - |i - j|), as in _onehot
-        f = idx.to(torch.float32).unsqueeze(dim + 1)
-        ar = b.const(torch.arange(n, dtype=torch.float32).reshape(ar_shape), f"farange_{n}")
-        return torch.relu(1.0 - (torch.relu(f - ar) + torch.relu(ar - f)))
-    i = idx if fm.index_dtype == torch.int64 else idx.to(fm.index_dtype)
-    ar = b.const(torch.arange(n, dtype=fm.index_dtype).reshape(ar_shape), f"arange_{n}")
-    return i.unsqueeze(dim + 1) == ar
 
 
 def gather_elements(
@@ -406,7 +389,7 @@ def gather_elements(
     xw, wdt, c = _source(b, x, dtype, known_finite, fm)
     vdt = wdt  # the codes' dtype (float16's +-max stand for +-inf even once summed in float32)
     src = xw.unsqueeze(dim)  # [..., 1, n, rest]: broadcast over k
-    mask = _element_mask(b, idx, n, dim, tail, fm)
+    mask = _onehot(b, idx, n, None, fm, axis=-(tail + 1))  # [..., k, n, rest]
     if fm.mask == "arith" and not _is_real(idx):  # the arith mask: float 0/1 already
         y = (mask.to(wdt) * src).sum(dim + 1)
         maskf = mask
