@@ -59,6 +59,8 @@ _EXPORT_MIN_OPSET = 18  # torch's exporter writes opset 18 and newer
 _MIN_OPSET = 13
 _FOLD_MAX = 1 << 20  # constant values folded here hold at most this many elements
 _TWO_GB = 2**31 - 1
+_INT8_16 = (onnx.TensorProto.INT8, onnx.TensorProto.UINT8, onnx.TensorProto.INT16,
+            onnx.TensorProto.UINT16)
 _BIG_CONST = 1 << 22  # a constant gather source of more elements is a run-time input (see _plan_node)
 
 
@@ -672,6 +674,8 @@ def _plan_node_unguarded(index: int, node: onnx.NodeProto, consts: _Consts, shap
         # (its finiteness: no NaN/inf/-0.0 code path) is computed here, for its only float
         big[0] = const_pos.pop(0)  # source, the data
         kwargs["assume_finite"] = kwargs["assume_finite"] or _finite(big[0])
+    elif node.op_type in GATHER_OPS and 0 not in const_pos and _dequantized(ins[0], consts):
+        kwargs["assume_finite"] = True  # integers times a finite scale: no NaN/inf/-0.0
     runtime = [ins[k] for k in range(len(ins)) if k not in const_pos]
     key = hashlib.sha1(repr((node.op_type, sorted(attrs.items()), dims, types, opset,
                              sorted(kwargs.items()))).encode())
@@ -733,6 +737,120 @@ def _plan_node_unguarded(index: int, node: onnx.NodeProto, consts: _Consts, shap
     result = copy.copy(proto)
     result.name = name
     return _Replacement(index, node, nodes, inits, result)
+
+
+def _dequantized(name: str, consts: _Consts) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """(scale, zero point) when `name` is a DequantizeLinear output whose scale is a known
+    finite positive constant: its values are integers times that scale, finite and never
+    -0.0 ((q - zp) is an integer, +0 when q == zp). None otherwise."""
+    n = consts.producer.get(name)
+    if n is None or n.op_type != "DequantizeLinear" or n.domain not in ("", "ai.onnx"):
+        return None
+    scale = consts.value(n.input[1])
+    zp = consts.value(n.input[2]) if len(n.input) > 2 and n.input[2] else None
+    if scale is None or (len(n.input) > 2 and n.input[2] and zp is None):
+        return None
+    s = np.asarray(scale, dtype=np.float64)
+    if not (np.isfinite(s * 2.0**32).all() and (s > 0).all()):
+        return None
+    return np.asarray(scale), (None if zp is None else np.asarray(zp))
+
+
+def _dequantize_first(m: onnx.ModelProto, consts: _Consts, tgt: Any) -> int:
+    """Gather of an integer table followed by a per-tensor DequantizeLinear (its only
+    consumer) is read as the Gather of the dequantized table: dequantizing is elementwise
+    with one scale, so the values are the same, and the lowering then selects from the
+    integer table the file holds (no float copy of it). Only for Gathers `tgt` does not
+    run. Returns how many were rewritten."""
+    g = m.graph
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    outputs = {o.name for o in g.output}
+    done = 0
+    for gather in list(g.node):
+        if gather.op_type != "Gather" or gather.domain not in ("", "ai.onnx") or \
+                tgt.allows("Gather") or gather.output[0] in outputs:
+            continue
+        table = consts.init.get(gather.input[0])
+        users = consumers.get(gather.output[0], [])
+        if table is None or table.data_type not in _INT8_16 or len(users) != 1 or \
+                users[0].op_type != "DequantizeLinear":
+            continue
+        dq = users[0]
+        scale = consts.value(dq.input[1])
+        if scale is None or scale.size != 1 or _dequantized(dq.output[0], consts) is None:
+            continue
+        table_f = dq.output[0] + "_fxl_table"
+        first = helper.make_node("DequantizeLinear", [gather.input[0], *dq.input[1:]], [table_f],
+                                 name=(dq.name or dq.output[0]) + "_fxl_first")
+        first.attribute.extend(a for a in dq.attribute if a.name != "axis")
+        gather.input[0] = table_f
+        gather.output[0] = dq.output[0]
+        nodes = [n for n in g.node if n is not dq]
+        at = next(k for k, n in enumerate(nodes) if n is gather)
+        nodes.insert(at, first)
+        del g.node[:]
+        g.node.extend(nodes)
+        consts.producer[table_f] = first
+        consts.producer[dq.output[0]] = gather
+        done += 1
+    return done
+
+
+def _qdq_selections(model: onnx.ModelProto, tgt: Any) -> onnx.ModelProto:
+    """The QDQ form of each selection from a dequantized table (a MatMul of a one-hot mask
+    and a DequantizeLinear output, see `fxlower.quantize.analyse`): the mask goes through
+    QuantizeLinear/DequantizeLinear at scale 1, zero point 0 (uint8; 0 and 1 exact), so a
+    QDQ-aware compiler (and onnxruntime) runs the product as an integer MatMul on the int8
+    table. The product's output keeps the form the file gave the Gather's (a QuantizeLinear
+    after it stays; none is added: onnxruntime 1.32's S8-to-U8 rewrite at ORT_ENABLE_EXTENDED
+    fails on an added int8 pair before a Reshape). Only where the target runs QuantizeLinear
+    and DequantizeLinear."""
+    from .quantize import analyse
+
+    if not (tgt.allows("QuantizeLinear") and tgt.allows("DequantizeLinear")):
+        return model
+    g = model.graph
+    producer = {o: n for n in g.node for o in n.output}
+    if not any(producer.get(i) is not None and producer[i].op_type == "DequantizeLinear"
+               for n in g.node if n.op_type == "MatMul" for i in n.input):
+        return model  # no MatMul reads a dequantized tensor: nothing to analyse
+    selections = {y: src for y, src in analyse(model).selections.items()
+                  if producer.get(src) is not None and producer[src].op_type == "DequantizeLinear"}
+    if not selections:
+        return model
+    taken = {t.name for t in g.initializer} | {o for n in g.node for o in n.output} | \
+        {i.name for i in g.input}
+
+    def fresh(base: str) -> str:
+        name = base
+        while name in taken:
+            name += "_"
+        taken.add(name)
+        return name
+
+    one, zero = fresh("_fxl_mask_scale"), fresh("_fxl_mask_zero_point")
+    g.initializer.extend([numpy_helper.from_array(np.array(1.0, np.float32), one),
+                          numpy_helper.from_array(np.array(0, np.uint8), zero)])
+    extra: dict[int, list[onnx.NodeProto]] = {}  # MatMul -> the Q/DQ nodes before it
+    for y, src in sorted(selections.items()):
+        mm = producer[y]
+        k = 0 if mm.input[1] == src else 1
+        mask = mm.input[k]
+        q, dqm = fresh(mask + "_fxl_q"), fresh(mask + "_fxl_dq")
+        extra.setdefault(id(mm), []).insert(0, helper.make_node(
+            "QuantizeLinear", [mask, one, zero], [q], name=fresh(q)))
+        extra[id(mm)].insert(1, helper.make_node("DequantizeLinear", [q, one, zero], [dqm],
+                                                 name=fresh(dqm)))
+        mm.input[k] = dqm
+    nodes: list[onnx.NodeProto] = []
+    for n in g.node:
+        nodes += extra.get(id(n), []) + [n]
+    del g.node[:]
+    g.node.extend(nodes)
+    return model
 
 
 def _assemble(model: onnx.ModelProto, reps: list[_Replacement]) -> onnx.ModelProto:
@@ -827,6 +945,8 @@ def lower_onnx(
     original.CopyFrom(m)
     report.bound = _bind_inputs(m, input_shapes or {})
     shapes, consts = _analyse(m, base)
+    if _dequantize_first(m, consts, tgt):
+        shapes, consts = _analyse(m, base)
     inits = {t.name for t in m.graph.initializer}
     inputs_static = all(all(isinstance(d, int) and d > 0 for d in _dims(i.type.tensor_type))
                         for i in m.graph.input if i.name not in inits)
@@ -861,10 +981,14 @@ def lower_onnx(
         else:
             reps.append(got)
             report.nodes.append(got.result)
-    out = _assemble(m, reps)
+    def assemble(bound: onnx.ModelProto, chosen: list[_Replacement]) -> onnx.ModelProto:
+        return _qdq_selections(_assemble(bound, chosen), tgt)
+
+    out = assemble(m, reps)
     if verify and reps:
         path = None if isinstance(model, onnx.ModelProto) else os.fspath(model)
-        out, reps = _verify(original, path, m, base, out, reps, report, verify_inputs, draws)
+        out, reps = _verify(original, path, m, base, out, reps, report, verify_inputs, draws,
+                            assemble)
     if base is not None:  # what fits one protobuf comes back whole; larger stays in base
         size = sum(int(e.value) for t in _external_tensors(out) for e in t.external_data
                    if e.key == "length")
@@ -1013,7 +1137,8 @@ def _run(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]], base: str |
 def _verify(original: onnx.ModelProto, original_path: str | None, bound: onnx.ModelProto,
             base: str | None, out: onnx.ModelProto, reps: list[_Replacement],
             report: OnnxReport, verify_inputs: Sequence[Mapping[str, np.ndarray]] | None,
-            draws: int) -> tuple[onnx.ModelProto, list[_Replacement]]:
+            draws: int, assemble: Callable[[onnx.ModelProto, list[_Replacement]], onnx.ModelProto]
+            ) -> tuple[onnx.ModelProto, list[_Replacement]]:
     """onnxruntime on the input file and the output file, the same inputs; a mismatch is
     bisected to the replacement that causes it, which is left out."""
     from .verify import compare
@@ -1043,12 +1168,12 @@ def _verify(original: onnx.ModelProto, original_path: str | None, bound: onnx.Mo
     left_out: list[str] = []
     while worst and reps:
         lo, hi = 0, len(reps)  # prefix lo passes, prefix hi fails
-        if mismatch(_assemble(bound, [])):
+        if mismatch(assemble(bound, [])):
             raise VerificationError(f"{report.source}: the file with no node replaced already "
                                     f"differs from the input ({worst})")
         while hi - lo > 1:
             mid = (lo + hi) // 2
-            if mismatch(_assemble(bound, reps[:mid])):
+            if mismatch(assemble(bound, reps[:mid])):
                 hi = mid
             else:
                 lo = mid
@@ -1056,7 +1181,7 @@ def _verify(original: onnx.ModelProto, original_path: str | None, bound: onnx.Mo
         bad.result.status = "refused"
         bad.result.detail = f"verification failed in onnxruntime ({worst}); left out"
         left_out.append(bad.result.name)
-        out = _assemble(bound, reps)
+        out = assemble(bound, reps)
         worst = mismatch(out)
     report.verification = {"runs": len(feeds), "inputs": "verify_inputs" if verify_inputs
                            is not None else "fresh draws", "matched": not worst}
