@@ -194,6 +194,19 @@ def test_a_constant_is_a_mask_only_when_it_holds_zeros_and_ones(values: list[flo
     assert ("c" in a.masks) is is_mask
 
 
+@pytest.mark.parametrize("table, side", [
+    (np.array([[1.0, 2.0], [4.0, 0.25], [8.0, 3.0]]), True),   # integers and powers of two: packing
+    (np.array([[0.3, -1.7], [2.2, 0.1], [5.5, 0.9]]), False),  # values: a table, never a side channel
+])
+def test_a_side_channel_is_computed_from_masks_and_binary_constants_only(table: np.ndarray, side: bool) -> None:
+    nodes = [h.make_node("Equal", ["idx", "ar"], ["eq"]),
+             h.make_node("Cast", ["eq"], ["bits"], to=T.FLOAT),
+             h.make_node("MatMul", ["bits", "w"], ["y"], name="node_y")]  # no one-hot proof: [5, 3] varies
+    a = analyse(_graph(nodes, [nh.from_array(np.arange(3), "ar"),
+                               nh.from_array(table.astype(np.float32), "w")], [5, 3]))
+    assert ("y" in a.side) is side and ("node_y" in a.exclude) is side
+
+
 # ------------------------------------------------------------ quantize, then lower (ONNX path)
 
 

@@ -817,8 +817,15 @@ def _qdq_selections(model: onnx.ModelProto, tgt: Any) -> onnx.ModelProto:
     if not any(producer.get(i) is not None and producer[i].op_type == "DequantizeLinear"
                for n in g.node if n.op_type == "MatMul" for i in n.input):
         return model  # no MatMul reads a dequantized tensor: nothing to analyse
+    def float32_mask(y: str) -> bool:  # the mask's Q/DQ pair is written with a float32 scale
+        cast = next((producer.get(i) for i in producer[y].input if producer.get(i) is not None
+                     and producer[i].op_type == "Cast"), None)
+        return cast is not None and any(a.name == "to" and a.i == onnx.TensorProto.FLOAT
+                                        for a in cast.attribute)
+
     selections = {y: src for y, src in analyse(model).selections.items()
-                  if producer.get(src) is not None and producer[src].op_type == "DequantizeLinear"}
+                  if producer.get(src) is not None and producer[src].op_type == "DequantizeLinear"
+                  and float32_mask(y)}
     if not selections:
         return model
     taken = {t.name for t in g.initializer} | {o for n in g.node for o in n.output} | \

@@ -19,8 +19,8 @@ calibration would otherwise get wrong. One analysis of the float file decides th
   them on (onnxruntime's QDQGather gives its output its input's parameters). A per-channel
   quantized source (a weight table under `per_channel=True`) is quantized per tensor here:
   its output would need per-channel parameters on an activation.
-- **side channels**: float tensors computed from masks and constants alone that are not
-  masks themselves (the packed keep bits and class codes of fxlower's exact NaN/inf/-0.0
+- **side channels**: float tensors computed from masks and constants alone (constants of
+  integers and powers of two: never a table of values) that are not masks themselves (the packed keep bits and class codes of fxlower's exact NaN/inf/-0.0
   handling, counts). Their values are integers decoded by Floor and comparisons, which a
   quantizer step would flip; the nodes that produce or read them are added to
   `nodes_to_exclude` and run in float (an int8 model carries no NaN/inf: lower with
@@ -107,6 +107,14 @@ def _distinct_axis(c: np.ndarray) -> int | None:
     return big[0] - c.ndim
 
 
+def _binary(v: np.ndarray) -> bool:
+    """Every value an integer or a power of two (exactly: a mantissa of 0.5)."""
+    f = v.astype(np.float64).reshape(-1)
+    if not np.isfinite(f).all():
+        return False
+    return bool(((f == np.round(f)) | (np.frexp(np.abs(f))[0] == 0.5)).all())
+
+
 def analyse(model: onnx.ModelProto) -> Analysis:
     """Masks, selections and side channels of a float ONNX model (see the module doc)."""
     g = model.graph
@@ -120,6 +128,9 @@ def analyse(model: onnx.ModelProto) -> Analysis:
     for k, v in consts.items():
         if v.dtype.kind == "f" and v.size and np.isin(v, (0.0, 1.0)).all():
             a.masks.add(k)
+    # constants a side channel is computed with: integers and powers of two (the packing
+    # weights 2**j, the unpacking 2**-j, shapes, axes), never a table of values
+    binary = {k for k, v in consts.items() if v.dtype.kind != "f" or _binary(v)}
 
     def onehot_axis(eq: onnx.NodeProto) -> int | None:
         for c_name, x_name in ((eq.input[1], eq.input[0]), (eq.input[0], eq.input[1])):
@@ -162,7 +173,7 @@ def analyse(model: onnx.ModelProto) -> Analysis:
                 a.selections[n.output[0]] = ins[0]
                 continue
         derived = [i for i in ins if i in a.masks or i in a.side]
-        if derived and all(i in a.masks or i in a.side or i in consts for i in ins) \
+        if derived and all(i in a.masks or i in a.side or i in binary for i in ins) \
                 and n.op_type not in ("Shape", "Size"):
             a.side.update(o for o in n.output if o not in bools)
     # the conditions fxlower's exactness decides by: a NaN test (x == x) or a side channel
