@@ -40,15 +40,18 @@ def test_without_example_inputs_only_shape_free_rewrites_apply() -> None:
 def test_user_model_is_never_changed() -> None:
     model = Embed()
     model.train()
-    calls: list[int] = []
-    model.register_forward_hook(lambda m, i, o: calls.append(1))
+
+    def hook(m: nn.Module, i: object, o: object) -> None:
+        pass
+
+    model.register_forward_hook(hook)
     before = copy.deepcopy(model.state_dict())
     ids = {k: id(v) for k, v in model.named_parameters()}
     lowered = lower_quiet(model, (_i(11, 2, 7),))
     assert model.training is True
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert ids == {k: id(v) for k, v in model.named_parameters()}
-    assert len(model._forward_hooks) == 1
+    assert list(model._forward_hooks.values()) == [hook]  # (hooks firing: test_trust.py)
     # the lowered module owns its own parameters
     for p in lowered.parameters():
         assert all(p is not q for q in model.parameters())

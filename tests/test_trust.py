@@ -33,24 +33,45 @@ def _inputs():
     return tok, torch.randn(2, 5, generator=g), torch.randint(0, 5, (2, 3), generator=g)
 
 
+class EveryPosition(GatherEmbed):
+    """GatherEmbed with every token position reaching the output (GatherEmbed's reads
+    position 0 only), so that padding and repeated tokens all get a gradient path."""
+
+    def forward(self, tok, x, idx):
+        h = self.proj(self.emb(tok)).sum(1)
+        return h + torch.gather(x, 1, idx).sum(-1, keepdim=True) + x[:, idx[0, 0:2]].sum()
+
+
 @pytest.mark.parametrize("tracer", TRACERS)
 def test_gradients_match_the_original(tracer: str) -> None:
     """requires_grad parameters: the lowered module trains like the original, including a
     padding row that gets no gradient and duplicate indices whose gradients add up."""
-    model = GatherEmbed().train()
-    lowered = lower_quiet(model, _inputs(), tracer=tracer)
+    def inputs():
+        tok, x, _ = _inputs()  # tok: padding index 0 three times; 9 twice in sample 1
+        idx = torch.tensor([[3, 3, 1], [4, 0, 4]])  # a repeated column in each row
+        return tok, x, idx
+
+    model = EveryPosition().train()
+    lowered = lower_quiet(model, inputs(), tracer=tracer)
+    assert gather_ops_left(lowered) == {}  # the gradients below flow through mask products
     grads = []
     for m in (model, lowered):
-        tok, x, idx = _inputs()
+        tok, x, idx = inputs()
         x.requires_grad_(True)
         m.zero_grad()
         m(tok, x, idx).square().sum().backward()
         grads.append({"x": x.grad, **{k: p.grad for k, p in m.named_parameters()}})
     ref, got = grads
-    assert torch.allclose(ref["x"], got["x"], rtol=1e-6, atol=1e-7)
-    assert torch.allclose(ref["emb.weight"], got["emb.weight"], rtol=1e-6, atol=1e-7)
+    assert set(got) == set(ref) == {"x", "emb.weight", "proj.weight", "proj.bias"}
+    for k in ref:  # the input and every parameter
+        assert got[k] is not None, k
+        assert torch.allclose(ref[k], got[k], rtol=1e-6, atol=1e-6), k
     assert torch.count_nonzero(got["emb.weight"][0]) == 0  # the padding row
-    assert torch.allclose(ref["proj.weight"], got["proj.weight"], rtol=1e-6, atol=1e-6)
+    # duplicates add up: in sample 1, token 9 (twice) gets twice token 5's (once) gradient,
+    # and column 4 (gathered twice) twice column 0's (once)
+    emb, x = got["emb.weight"], got["x"]
+    assert torch.count_nonzero(emb[5]) > 0 and torch.allclose(emb[9], 2 * emb[5])
+    assert x[1, 0] != 0 and torch.allclose(x[1, 4], 2 * x[1, 0])
 
 
 @pytest.mark.parametrize(
@@ -124,6 +145,37 @@ def test_shared_modules_are_never_merged(tracer: str) -> None:
     assert any("also" in s.reason and "untie" in s.reason for s in skipped(lowered))
 
 
+@pytest.mark.parametrize("tracer", TRACERS)
+def test_user_hooks_stay_registered_and_fire_once_per_run_of_the_model_after_lowering(
+        tracer: str) -> None:
+    """The user's forward hooks and pre-hooks, on the model and its submodules, are the
+    same objects under the same handles after lowering, and each fires once when the
+    model runs (lowering works on a snapshot, whose copies of the hooks call the same
+    functions: that verification runs the original is tests/test_session.py's)."""
+    model = GatherEmbed().eval()
+    calls: list[str] = []
+    handles = [model.register_forward_hook(lambda m, i, o: calls.append("model")),
+               model.register_forward_pre_hook(lambda m, i: calls.append("model pre")),
+               model.emb.register_forward_hook(lambda m, i, o: calls.append("emb")),
+               model.proj.register_forward_hook(lambda m, i, o: calls.append("proj"))]
+
+    def hooks() -> list[tuple[str, list[tuple[int, object]], list[tuple[int, object]]]]:
+        return [(n, list(m._forward_hooks.items()), list(m._forward_pre_hooks.items()))
+                for n, m in model.named_modules()]
+
+    before = hooks()
+    lower_quiet(model, _inputs(), tracer=tracer)
+    assert hooks() == before  # same handle ids, same function objects, same order
+    calls.clear()
+    model(*_inputs())
+    assert sorted(calls) == ["emb", "model", "model pre", "proj"]
+    for h in handles:  # the user's handles still remove their hooks
+        h.remove()
+    calls.clear()
+    model(*_inputs())
+    assert calls == []
+
+
 def test_lowering_is_deterministic(tmp_path) -> None:
     model, inputs = GatherEmbed().eval(), _inputs()
     codes, files = [], []
@@ -149,7 +201,16 @@ def test_lowered_module_keeps_the_model_mode_and_eval_tables_stay_cheap(tracer: 
     assert lowered.training is False
     (row,) = [a for a in fxlower.report_of(lowered).applied if "10 rows" in a.detail]
     assert "code path" not in row.detail
-    assert lower_quiet(GatherEmbed().train(), _inputs(), tracer=tracer).training is True
+    assert _padding_row_guards(lowered) == 0  # the table goes into the MatMul as it is
+    trained = lower_quiet(GatherEmbed().train(), _inputs(), tracer=tracer)
+    assert trained.training is True
+    assert _padding_row_guards(trained) == 1  # w - (w - w.detach()) * onehot(padding_idx)
+
+
+def _padding_row_guards(gm: torch.fx.GraphModule) -> int:
+    """The `detach` nodes of the gradient trick that keeps an embedding's padding row
+    without gradient in training mode (fxlower.normalise._padding_row_without_grad)."""
+    return sum(1 for n in gm.graph.nodes if n.op == "call_function" and "detach" in str(n.target))
 
 
 def test_a_failed_symbolic_trace_does_not_leak_into_torch_export() -> None:
@@ -174,6 +235,9 @@ def test_a_failed_symbolic_trace_does_not_leak_into_torch_export() -> None:
     model = Cache().eval()
     low = fxlower.lower(model, (ids,))
     assert fxlower.report_of(low).capture == "torch.export"
+    # the Proxy stayed on the traced snapshot: the model holds what its own runs (the
+    # verification's runs of the original) stored, a real tensor
+    assert type(model.pos) is torch.Tensor and torch.equal(model.pos, torch.arange(5))
     with torch.no_grad():
         assert torch.equal(low(ids), Cache.forward(model, ids))
 
@@ -197,7 +261,8 @@ def test_functional_batch_norm_statistics_are_untouched_by_lowering() -> None:
     model = FBN().train()
     x, i = torch.randn(8, 4, generator=g) + 3, torch.tensor([2, 5])
     low = fxlower.lower(model, (x, i))
-    assert torch.equal(model.rm, torch.zeros(4)) and torch.equal(low.rm, torch.zeros(4))
+    for m in (model, low):
+        assert torch.equal(m.rm, torch.zeros(4)) and torch.equal(m.rv, torch.ones(4))
     with torch.no_grad():
         model(x, i)
         low(x, i)

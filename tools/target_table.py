@@ -8,6 +8,9 @@ targets-corpus`).
 
 Each (model, target) cell runs in a fresh process of its own (`--cell MODEL TARGET`, which
 prints the cell as one JSON line), `--jobs` at a time, each stopped after `--timeout` s.
+That process computes the cell with `cell`, the one function that does; tests/test_target_zoo.py
+calls the same `cell` in-process and compares it with the README's table, read back by
+`read_tables` (the inverse of `table_lines`, which writes it).
 
     python tools/target_table.py [MODEL ...] [--corpus] [--jobs N] [--timeout S] [--out FILE]
 
@@ -29,6 +32,7 @@ import tempfile
 import threading
 import time
 import warnings
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -56,10 +60,21 @@ def _load(name: str) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
     return model, inputs, {"verify_inputs": models.corpus.input_draws(model)}
 
 
+def cell_path(folder: Path, name: str, target: str) -> Path:
+    """Where `cell` writes the ONNX file of (name, target) in `folder`."""
+    return folder / f"{name}.{target}.onnx"
+
+
 def cell(name: str, target: str, folder: Path) -> str:
+    """The verdict of one (model, target) cell, as the table shows it: `fxlower.export` of
+    the model with `target=target` into `cell_path(folder, name, target)`, then `fxlower
+    check --target` on that file in a fresh process (the CI gate as users run it). `ok` when
+    the check passes; otherwise what fxlower said, summarised (`_summary`), or the error of
+    the check. Runs in the calling process: `--cell` runs it in a fresh one per cell, and
+    tests/test_target_zoo.py runs it in pytest's."""
     import fxlower
 
-    path = folder / f"{name}.{target}.onnx"
+    path = cell_path(folder, name, target)
     try:
         model, inputs, kw = _load(name)
         with warnings.catch_warnings():
@@ -179,6 +194,52 @@ class _Cells:
             pass
 
 
+def table_lines(names: list[str], targets: list[str], results: dict[tuple[str, str], str],
+                marks: Collection[str] = ()) -> list[str]:
+    """The table in Markdown: a row per model (`MARK` after a name in `marks`), a column per
+    target, each cell `results[model, target]`."""
+    lines = ["| model | " + " | ".join(targets) + " |",
+             "|" + " --- |" * (len(targets) + 1)]
+    lines += [f"| {f'{n} {MARK}' if n in marks else n} | "
+              + " | ".join(results[n, t] for t in targets) + " |" for n in names]
+    return lines
+
+
+def read_tables(text: str, targets: list[str]) -> dict[str, dict[str, str]]:
+    """Every row of every table in `text` (a README) laid out as `table_lines` lays one out
+    for `targets` (a header of exactly `model` and those targets, in that order): the model
+    name (without `MARK`) -> target -> cell text. A model in two such tables must have the
+    same cells in both; a row with a cell too many or too few is an error."""
+    header = ["model", *targets]
+    rows: dict[str, dict[str, str]] = {}
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        if _cells(lines[i]) != header:
+            i += 1
+            continue
+        i += 2  # the header and the --- line
+        while i < len(lines) and lines[i].startswith("|"):
+            name, *cells = _cells(lines[i])
+            if len(cells) != len(targets):
+                raise ValueError(f"line {i + 1}: {len(cells)} cells for {len(targets)} "
+                                 f"targets: {lines[i]}")
+            name = name.removesuffix(f" {MARK}")
+            row = dict(zip(targets, cells, strict=True))
+            if rows.setdefault(name, row) != row:
+                raise ValueError(f"line {i + 1}: {name} has other cells in an earlier table")
+            i += 1
+    return rows
+
+
+def _cells(line: str) -> list[str]:
+    """The cells of a Markdown table line (no cell holds `|`: `_short` makes it `/`)."""
+    line = line.strip()
+    if not (line.startswith("|") and line.endswith("|")):
+        return []
+    return [c.strip() for c in line[1:-1].split("|")]
+
+
 def _version(dist: str) -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -240,16 +301,9 @@ def main(argv: list[str] | None = None) -> int:
             cells.stop()
             raise
 
-    def label(name: str) -> str:
-        return f"{name} {MARK}" if name not in models.ZOO and name in ORIGINAL_EXPORT_FAILS \
-            else name
-
-    lines = ["| model | " + " | ".join(targets) + " |",
-             "|" + " --- |" * (len(targets) + 1)]
-    lines += [f"| {label(n)} | " + " | ".join(results[n, t] for t in targets) + " |"
-              for n in names]
-    marked = sorted({ORIGINAL_EXPORT_FAILS[n] for n in names
-                     if n not in models.ZOO and n in ORIGINAL_EXPORT_FAILS})
+    marks = {n for n in names if n not in models.ZOO and n in ORIGINAL_EXPORT_FAILS}
+    lines = table_lines(names, targets, results, marks)
+    marked = sorted({ORIGINAL_EXPORT_FAILS[n] for n in marks})
     if marked:
         lines += ["", f"{MARK} the plain torch.onnx.export of the original model fails: "
                   + "; ".join(marked) + ". A cell shows what fxlower.export did with it."]
