@@ -8,15 +8,16 @@ import os
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 import torch
 import torch.fx as fx
 from torch.utils import _pytree as pytree
 
-from . import census, graph
+from . import census, graph, progress
 from . import host as host_split
+from .call import as_positional, bind_runs, keyword_view
 from .capture import capture
 from .errors import LoweringError, VerificationError
 from .normalise import normalise
@@ -27,19 +28,16 @@ from .verify import Mismatch, References, verify
 REPORT_ATTR = "fxlower_report"
 
 
-def _as_inputs(example_inputs: Any) -> tuple[Any, ...] | None:
-    if example_inputs is None:
-        return None
-    if isinstance(example_inputs, torch.Tensor):
-        return (example_inputs,)
-    if isinstance(example_inputs, list):
-        return tuple(example_inputs)
-    if not isinstance(example_inputs, tuple):
-        raise LoweringError(
-            f"example_inputs must be a tensor or a tuple of positional inputs, not "
-            f"{type(example_inputs).__name__}"
-        )
-    return example_inputs
+def _keyword_call(model: Any, args: tuple[Any, ...] | None, kwargs: Any, verify_inputs: Any
+                  ) -> tuple[torch.nn.Module, tuple[Any, ...], Any]:
+    """Keyword example inputs: the model's keyword view and its positional inputs
+    (fxlower.call), `verify_inputs` mapped the same way."""
+    if not isinstance(kwargs, Mapping):
+        raise LoweringError(f"example_kwargs must be a dict of keyword inputs, not "
+                            f"{type(kwargs).__name__}")
+    _check_model(model, args)
+    view, inputs, binding = keyword_view(model, args or (), kwargs)
+    return view, inputs, bind_runs(binding, verify_inputs)
 
 
 def _check_model(model: Any, inputs: tuple[Any, ...] | None) -> None:
@@ -93,18 +91,21 @@ class _Session:
         self.forbidden = census.forbidden_by(options.target)
         report = Report()
         t0 = time.perf_counter()
-        cap = capture(model, inputs, tracer)
+        with progress.stage("capture") as st:
+            cap = capture(model, inputs, tracer)
+            st.summary = cap.method
         gm = cap.gm
         report.capture, report.capture_note = cap.method, cap.note
         report.seconds["capture"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        if inputs is not None:
-            graph.from_export(gm)
-            graph.annotate(gm, inputs)
-        if normalise(gm, report, options.target) and inputs is not None:
-            graph.annotate(gm, inputs)
-        report.ops_before = census.census(gm, self.forbidden)
-        report.model_macs = census.graph_macs(gm)
+        with progress.stage("normalise"):
+            if inputs is not None:
+                graph.from_export(gm)
+                graph.annotate(gm, inputs)
+            if normalise(gm, report, options.target) and inputs is not None:
+                graph.annotate(gm, inputs)
+            report.ops_before = census.census(gm, self.forbidden)
+            report.model_macs = census.graph_macs(gm)
         report.seconds["normalise"] = time.perf_counter() - t0
         self.base, self.base_report = gm, report
         # lookups embedding="host" would move (named in the advice when they cost much)
@@ -186,6 +187,7 @@ def lower(
     model: torch.nn.Module,
     example_inputs: Any = None,
     *,
+    example_kwargs: Mapping[str, Any] | None = None,
     verify: bool = True,
     on_mismatch: str = "rollback",
     on_forbidden: str = "raise",
@@ -197,13 +199,21 @@ def lower(
     verify_inputs: Sequence[Any] | None = None,
     passes: Sequence[AnyPass] | None = None,
     enabled: Callable[[str], bool] | None = None,
+    verbose: bool | None = None,
 ) -> fx.GraphModule:
     """Lower `model` into a GraphModule free of gather-family ops, and verify it.
 
     Args:
         model: the nn.Module; never modified (capture and rewriting work on copies).
         example_inputs: a tensor or tuple of positional inputs. Shapes are specialised to
-            them. Without them only symbolic tracing is possible and verification is skipped.
+            them. Without them (and without example_kwargs) only symbolic tracing is
+            possible and verification is skipped.
+        example_kwargs: keyword inputs, as the model is called (`model(**example_kwargs)`,
+            a tokenizer's output): captured, verified and exported like positional ones;
+            the lowered module takes them by the same names (`lowered(**example_kwargs)`)
+            and the exported file's inputs are named after them. Arguments the call skips
+            keep their defaults; a keyword value with no tensor in it (`use_cache=False`)
+            is fixed at capture, as torch.export fixes it (fxlower.call).
         verify: compare the lowered module with the original on the example inputs and on
             fresh draws.
         on_mismatch: when verification fails, the rewrite responsible is found by bisection
@@ -225,12 +235,17 @@ def lower(
             with submodules `host` (the lookups: run it before the device, on the CPU) and
             `device` (the gather-free graph, taking the rows as inputs); calling it runs
             both. `report.host` lists the lookups and the FLOPs each saves.
-        verify_inputs: a list of input tuples (same arity as example_inputs) to verify on
+        verify_inputs: a list of input tuples (same arity as example_inputs; with
+            example_kwargs, dicts of keyword inputs or (args, kwargs) pairs) to verify on
             instead of fresh random draws: for models whose valid inputs are narrower than
             the example's shapes and value ranges. Without it, a fresh draw the original
             model itself fails on is skipped and listed in `report.verification`.
         passes: the passes to run (default: fxlower.passes.PASSES).
         enabled: predicate over rewrite ids ("<pass>:<node>") to switch single rewrites off.
+        verbose: progress on stderr (fxlower.progress): None (default) shows a stage that
+            runs over a second on a terminal and nothing in a pipe; False never; True also
+            when stderr is not a terminal. Stages are logged at INFO (logger "fxlower")
+            whatever this is.
 
     Returns the GraphModule; its report is `lowered.fxlower_report` (`fxlower.Report`).
     """
@@ -242,73 +257,91 @@ def lower(
         raise ValueError("merge must be 'auto', 'always' or 'never'")
     if embedding not in ("matmul", "host"):
         raise ValueError("embedding must be 'matmul' or 'host'")
-    inputs = _as_inputs(example_inputs)
-    _check_model(model, inputs)
-    if verify_inputs is not None and inputs is None:
-        raise LoweringError("verify_inputs needs example_inputs too (they fix the shapes)")
-    refs = None if inputs is None else _references(model, inputs, verify_inputs)
-    from .targets import get_target
+    with progress.session(verbose):
+        inputs = as_positional(example_inputs)
+        if example_kwargs is not None:
+            model, inputs, verify_inputs = _keyword_call(model, inputs, example_kwargs,
+                                                         verify_inputs)
+        _check_model(model, inputs)
+        if verify_inputs is not None and inputs is None:
+            raise LoweringError("verify_inputs needs example_inputs too (they fix the shapes)")
+        refs = None if inputs is None else _references(model, inputs, verify_inputs)
+        from .targets import get_target
 
-    tgt = get_target(target)
-    options = Options(assume_finite=assume_finite, merge=merge, target=tgt, embedding=embedding)
-    plist = list(_passes() if passes is None else passes)
-    on = enabled or (lambda rid: True)
-    session = _Session(model, inputs, options, plist, tracer)
-    gm, report = session.lower(on)
+        tgt = get_target(target)
+        options = Options(assume_finite=assume_finite, merge=merge, target=tgt, embedding=embedding)
+        plist = list(_passes() if passes is None else passes)
+        on = enabled or (lambda rid: True)
+        session = _Session(model, inputs, options, plist, tracer)
+        with progress.stage("rewrite") as st:
+            gm, report = session.lower(on)
+            st.summary = f"{len(report.applied)} rewrites"
 
-    if inputs is None:
-        report.verification = {"skipped": "no example_inputs"}
-        if verify:
-            warnings.warn("fxlower.lower: no example_inputs, so verification was skipped",
-                          stacklevel=2)
-    elif verify:
-        assert refs is not None
-        t0 = time.perf_counter()
+        if inputs is None:
+            report.verification = {"skipped": "no example_inputs"}
+            if verify:
+                warnings.warn("fxlower.lower: no example_inputs, so verification was skipped",
+                              stacklevel=2)
+        elif verify:
+            assert refs is not None
+            t0 = time.perf_counter()
+            with progress.stage("verify") as st:
+                gm, report, rolled, figures = _verified(session, model, gm, report, inputs,
+                                                        refs, on, on_mismatch)
+                st.summary = f"{figures.get('runs', 0)} runs"
+            report.rolled_back = rolled
+            report.verification = figures
+            report.seconds["verify"] = time.perf_counter() - t0
+
+        if report.remaining:
+            msg = "forbidden ops remain after lowering: " + "; ".join(report.remaining)
+            reasons = [f"{s.op}: {s.reason}" for s in report.skipped if s.reason != "switched off"]
+            if reasons:
+                msg += " (skipped: " + "; ".join(reasons) + ")"
+            if report.rolled_back:
+                msg += " (rolled back because verification failed: " + "; ".join(report.rolled_back) + ")"
+            if on_forbidden == "raise":
+                raise LoweringError(msg)
+            warnings.warn(msg, stacklevel=2)
+            report.warnings.append(msg)
+        setattr(gm, REPORT_ATTR, report)
+        return gm
+
+
+def _verified(session: _Session, model: torch.nn.Module, gm: fx.GraphModule, report: Report,
+              inputs: tuple[Any, ...], refs: References, on: Callable[[str], bool],
+              on_mismatch: str) -> tuple[fx.GraphModule, Report, list[str], dict[str, Any]]:
+    """Verify the lowering; on a mismatch find the rewrite responsible (bisection) and
+    raise, or roll it back and lower again, until verification passes."""
+    mismatches, figures = _check_outputs(model, gm, inputs, refs)
+    off: set[str] = set()
+    rolled: list[str] = []
+    while mismatches:
+        first = mismatches[0]
+        more = f" ({len(mismatches) - 1} more mismatches)" if len(mismatches) > 1 else ""
+        ids = [a.rewrite_id for a in report.applied]
+        culprit = _bisect(session, model, inputs, refs, on, off, ids)
+        if culprit is None:
+            hint = ("" if "example inputs" in first.output else
+                    "; it matches on the example inputs, so the tracer likely baked in a "
+                    "branch taken on their values: if the model only accepts such inputs, "
+                    "pass verify_inputs=[...] with valid ones")
+            raise VerificationError(
+                f"{first.output}: {first.message}{more}; the captured graph differs from "
+                f"the model before any rewrite ({report.capture}: "
+                f"{report.capture_note or 'ok'}){hint}"
+            )
+        node = next(a for a in report.applied if a.rewrite_id == culprit)
+        if on_mismatch == "raise":
+            raise VerificationError(
+                f"{first.output}: {first.message}{more}; caused by rewrite {culprit} "
+                f"({node.op}: {node.detail})"
+            )
+        off.add(culprit)
+        rolled.append(f"{culprit} ({node.op}): {first.output}: {first.message}")
+        gm, report = session.lower(lambda r: on(r) and r not in off)
         mismatches, figures = _check_outputs(model, gm, inputs, refs)
-        off: set[str] = set()
-        rolled: list[str] = []
-        while mismatches:
-            first = mismatches[0]
-            more = f" ({len(mismatches) - 1} more mismatches)" if len(mismatches) > 1 else ""
-            ids = [a.rewrite_id for a in report.applied]
-            culprit = _bisect(session, model, inputs, refs, on, off, ids)
-            if culprit is None:
-                hint = ("" if "example inputs" in first.output else
-                        "; it matches on the example inputs, so the tracer likely baked in a "
-                        "branch taken on their values: if the model only accepts such inputs, "
-                        "pass verify_inputs=[...] with valid ones")
-                raise VerificationError(
-                    f"{first.output}: {first.message}{more}; the captured graph differs from "
-                    f"the model before any rewrite ({report.capture}: "
-                    f"{report.capture_note or 'ok'}){hint}"
-                )
-            node = next(a for a in report.applied if a.rewrite_id == culprit)
-            if on_mismatch == "raise":
-                raise VerificationError(
-                    f"{first.output}: {first.message}{more}; caused by rewrite {culprit} "
-                    f"({node.op}: {node.detail})"
-                )
-            off.add(culprit)
-            rolled.append(f"{culprit} ({node.op}): {first.output}: {first.message}")
-            gm, report = session.lower(lambda r: on(r) and r not in off)
-            mismatches, figures = _check_outputs(model, gm, inputs, refs)
-        report.rolled_back = rolled
-        report.verification = figures
-        report.seconds["verify"] = time.perf_counter() - t0
-
-    if report.remaining:
-        msg = "forbidden ops remain after lowering: " + "; ".join(report.remaining)
-        reasons = [f"{s.op}: {s.reason}" for s in report.skipped if s.reason != "switched off"]
-        if reasons:
-            msg += " (skipped: " + "; ".join(reasons) + ")"
-        if report.rolled_back:
-            msg += " (rolled back because verification failed: " + "; ".join(report.rolled_back) + ")"
-        if on_forbidden == "raise":
-            raise LoweringError(msg)
-        warnings.warn(msg, stacklevel=2)
-        report.warnings.append(msg)
-    setattr(gm, REPORT_ATTR, report)
-    return gm
+    return gm, report, rolled, figures
 
 
 def _check_outputs(model: Any, gm: Any, inputs: tuple[Any, ...], refs: References
@@ -337,6 +370,7 @@ def _bisect(
     the capture alone (no rewrite at all) already fails."""
 
     def fails(k: int) -> bool:
+        progress.step(f"finding the rewrite that fails: first {k} of {len(ids)}")
         keep = set(ids[:k])
         gm, _ = session.lower(lambda r: r in keep and on(r) and r not in off)
         return bool(_check_outputs(model, gm, inputs, refs)[0])
@@ -360,9 +394,10 @@ def report_of(lowered: fx.GraphModule) -> Report:
 
 def export(
     model: torch.nn.Module,
-    example_inputs: Any,
-    path: str | os.PathLike[str],
+    example_inputs: Any = None,
+    path: str | os.PathLike[str] | None = None,
     *,
+    example_kwargs: Mapping[str, Any] | None = None,
     forbid: Any = None,
     allow: Any = None,
     target: Any = None,
@@ -370,31 +405,54 @@ def export(
 ) -> Report:
     """Lower for `target`, export to ONNX (dynamo exporter), prove that no op the target
     lacks remains (`forbid`/`allow` adjust the check as in `fxlower check`), and compare
-    onnxruntime's outputs with the original model's. Returns the report."""
+    onnxruntime's outputs with the original model's. Returns the report. Keyword inputs
+    (`example_kwargs`) as in `lower`: the file's inputs are named after them."""
+
+    if path is None:
+        raise LoweringError("fxlower.export needs the output path: export(model, "
+                            "example_inputs, path) or export(model, path=..., example_kwargs=...)")
+    with progress.session(lower_kwargs.get("verbose")):
+        return _export(model, example_inputs, path, example_kwargs, forbid, allow, target,
+                       lower_kwargs)
+
+
+def _export(model: torch.nn.Module, example_inputs: Any, path: str | os.PathLike[str],
+            example_kwargs: Mapping[str, Any] | None, forbid: Any, allow: Any, target: Any,
+            lower_kwargs: dict[str, Any]) -> Report:
     from .check import check_file
 
-    inputs = _as_inputs(example_inputs)
+    inputs = as_positional(example_inputs)
+    if example_kwargs is not None:
+        model, inputs, runs = _keyword_call(model, inputs, example_kwargs,
+                                            lower_kwargs.get("verify_inputs"))
+        if runs is not None:
+            lower_kwargs["verify_inputs"] = runs
     if inputs is None:
-        raise LoweringError("fxlower.export needs example_inputs")
+        raise LoweringError("fxlower.export needs example_inputs or example_kwargs")
     lowered = lower(model, inputs, target=target, **lower_kwargs)
     report = report_of(lowered)
     t0 = time.perf_counter()
     split = host_split.parts(lowered)
     prepare = None
-    if split is None:
-        try:
-            onnx_export(lowered, inputs, path)
-        except Exception as e:  # noqa: BLE001 - named, with its node and a remedy
-            raise LoweringError(export_failure(e, model, inputs)) from e
-    else:  # embedding="host": the device graph goes to `path`, the lookups beside it
-        host_gm, device = split
-        host_path = host_path_of(path)
-        onnx_export(host_gm, host_split.host_inputs(lowered, inputs), host_path)
-        onnx_export(device, host_split.device_inputs(lowered, inputs), path)
-        report.onnx["host_path"] = str(host_path)
-        prepare = _host_onnx_runner(host_gm, lowered, host_path)
+    with progress.stage("export"):
+        if split is None:
+            try:
+                onnx_export(lowered, inputs, path)
+            except Exception as e:  # noqa: BLE001 - named, with its node and a remedy
+                raise LoweringError(export_failure(e, model, inputs)) from e
+        else:  # embedding="host": the device graph goes to `path`, the lookups beside it
+            host_gm, device = split
+            host_path = host_path_of(path)
+            onnx_export(host_gm, host_split.host_inputs(lowered, inputs), host_path)
+            onnx_export(device, host_split.device_inputs(lowered, inputs), path)
+            report.onnx["host_path"] = str(host_path)
+            prepare = _host_onnx_runner(host_gm, lowered, host_path)
     report.seconds["export"] = time.perf_counter() - t0
-    result = check_file(path, forbid=forbid, allow=allow, target=target)
+    t0 = time.perf_counter()
+    with progress.stage("check") as st:
+        result = check_file(path, forbid=forbid, allow=allow, target=target)
+        st.summary = f"{len(result.violations)} forbidden"
+    report.seconds["check"] = time.perf_counter() - t0
     report.onnx.update({"path": str(path), "nodes": result.n_nodes,
                         "forbidden": len(result.violations), "op_counts": result.op_counts})
     if not result.ok:  # the file is the proof: what it holds remains, whatever the graph said
@@ -402,10 +460,13 @@ def export(
         msg = "the exported ONNX file still has forbidden ops:\n" + result.format()
         if lower_kwargs.get("on_forbidden", "raise") == "raise":
             raise LoweringError(msg)
-        warnings.warn(msg, stacklevel=2)
+        warnings.warn(msg, stacklevel=3)
         report.warnings.append(msg)
-    err = ort_compare(model, inputs, path, prepare=prepare,
-                      verify_inputs=lower_kwargs.get("verify_inputs"))
+    t0 = time.perf_counter()
+    with progress.stage("onnxruntime"):
+        err = ort_compare(model, inputs, path, prepare=prepare,
+                          verify_inputs=lower_kwargs.get("verify_inputs"))
+    report.seconds["onnxruntime"] = time.perf_counter() - t0
     report.onnx["ort_max_abs_error"] = err
     return report
 

@@ -3,12 +3,15 @@
     fxlower check FILE.onnx [FILE ...] [--target NAME] [--forbid OP,...] [--allow OP,...]
     fxlower targets                       the target profiles: source, date, what each forbids
     fxlower lower SPEC -o OUT.onnx        SPEC = path/to/file.py:factory | package.module:factory
+                                          [--report-json FILE] [--quiet]
     fxlower lower IN.onnx -o OUT.onnx     an ONNX file: its gather/scatter nodes replaced in place
                                           [--input-shape NAME=D0,D1,...] [--verify-inputs F.npz]
     fxlower report SPEC|IN.onnx           what would be rewritten, what not and why
+                                          [--format text|json]
     fxlower demo                          in a checkout: lower the zoo (models/), print a table
 
-A factory takes no arguments and returns (model, example_inputs).
+A factory takes no arguments and returns (model, example_inputs) or
+(model, example_inputs, example_kwargs).
 Exit codes: 0 ok, 1 forbidden ops / lowering or verification failed, 2 bad usage or input.
 """
 
@@ -120,10 +123,13 @@ def _lower_onnx(args: argparse.Namespace) -> tuple[Any, Any]:
                     runs.append({k: data[k] for k in data.files})
             except (OSError, ValueError) as e:
                 raise FxlowerError(f"--verify-inputs {f}: cannot read it as .npz: {e}") from e
+    from . import progress
+
     try:
-        return lower_onnx(args.spec, target=args.target, input_shapes=parse_input_shapes(
-            args.input_shape or []), assume_finite=args.assume_finite,
-            verify=not args.no_verify, verify_inputs=runs)
+        with progress.session(False if args.quiet else None):
+            return lower_onnx(args.spec, target=args.target, input_shapes=parse_input_shapes(
+                args.input_shape or []), assume_finite=args.assume_finite,
+                verify=not args.no_verify, verify_inputs=runs)
     except FxlowerError:
         raise
     except Exception as e:  # one line, never a traceback: a file fxlower did not foresee
@@ -139,6 +145,7 @@ def _cmd_lower_onnx(args: argparse.Namespace) -> int:
 
     model, report = _lower_onnx(args)
     print(report.format())
+    _write_report_json(args, report)
     result = check_model(model, target=args.target)
     if not result.ok and args.on_forbidden == "raise":
         raise LoweringError(f"{args.spec}: forbidden ops would remain, nothing written "
@@ -155,12 +162,14 @@ def _cmd_lower(args: argparse.Namespace) -> int:
 
     if _is_onnx(args.spec):
         return _cmd_lower_onnx(args)
-    model, inputs = load_spec(args.spec)
+    model, inputs, kwargs = load_spec(args.spec)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    report = export(model, inputs, out, verify=not args.no_verify, target=args.target,
+    report = export(model, inputs, out, example_kwargs=kwargs, verify=not args.no_verify,
+                    target=args.target, verbose=False if args.quiet else None,
                     on_forbidden=args.on_forbidden, **_lower_kwargs(args))
     print(report.format())
+    _write_report_json(args, report)
     print(f"wrote {out}")
     return 1 if report.onnx.get("forbidden") else 0  # --on-forbidden warn: written, not clean
 
@@ -169,13 +178,31 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from .api import lower, report_of
 
     if _is_onnx(args.spec):
-        print(_lower_onnx(args)[1].format())
+        _print_report(args, _lower_onnx(args)[1])
         return 0
-    model, inputs = load_spec(args.spec)
-    lowered = lower(model, inputs, on_forbidden="warn", verify=not args.no_verify,
+    model, inputs, kwargs = load_spec(args.spec)
+    lowered = lower(model, inputs, example_kwargs=kwargs, on_forbidden="warn",
+                    verbose=False if args.quiet else None, verify=not args.no_verify,
                     target=args.target, **_lower_kwargs(args))
-    print(report_of(lowered).format())
+    _print_report(args, report_of(lowered))
     return 0
+
+
+def _print_report(args: argparse.Namespace, report: Any) -> None:
+    if args.format == "json":
+        import json
+
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(report.format())
+
+
+def _write_report_json(args: argparse.Namespace, report: Any) -> None:
+    """--report-json FILE: the report's data (schema fxlower-report/1) written to FILE."""
+    if args.report_json:
+        import json
+
+        Path(args.report_json).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -225,6 +252,17 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--on-forbidden", choices=["raise", "warn"], default="raise",
                            help="warn: write the file although forbidden ops remain (they "
                            "are listed, and the exit status is 1)")
+            s.add_argument("--report-json", metavar="FILE",
+                           help="also write the report as JSON (schema fxlower-report/1: "
+                           "rewrites with node, pass and cost; skipped with reasons; "
+                           "remaining forbidden ops; verification; timings)")
+        else:
+            s.add_argument("--format", choices=["text", "json"], default="text",
+                           help="json: the report as data (schema fxlower-report/1, the "
+                           "package's report.schema.json)")
+        s.add_argument("-q", "--quiet", action="store_true",
+                       help="no progress on stderr (shown only on a terminal, for stages "
+                       "over a second)")
         s.add_argument("--no-verify", action="store_true", help="skip the numerical verification")
         s.add_argument("--target", metavar="NAME", help="a target profile (see `fxlower targets`): "
                        "lower only what it lacks")

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from .api import export, onnx_export
+from .call import keyword_view
 from .check import check_file
 from .errors import FxlowerError
 from .spec import load_spec
@@ -80,7 +81,9 @@ def _gathers(counts: dict[str, int]) -> int:
 
 
 def run_one(name: str, spec: str, out_dir: Path) -> dict[str, Any]:
-    model, inputs = load_spec(spec)
+    model, inputs, kwargs = load_spec(spec)
+    if kwargs is not None:  # keyword inputs: the model's positional view (fxlower.call)
+        model, inputs, _ = keyword_view(model, tuple(inputs or ()), kwargs)
     row: dict[str, Any] = {"model": name}
     orig_path = out_dir / f"{name}.original.onnx"
     onnx_export(model, inputs, orig_path)

@@ -39,16 +39,18 @@ import math
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import onnx
 import torch
 from onnx import helper, numpy_helper
 
+from . import progress
 from .errors import FxlowerError, LoweringError, OnnxCheckError, VerificationError
 
 GATHER_OPS = ("Gather", "GatherElements", "GatherND")
@@ -90,26 +92,49 @@ class OnnxReport:
     external_data: bool = False  # the input kept tensors in external data files
     data_dir: str | None = None  # the model returned still reads tensors from files here
 
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as data, schema `fxlower-report/1` (input "onnx"; fxlower.report)."""
+        from .report import SCHEMA_ID, _json_safe
+
+        return cast(dict[str, Any], _json_safe({
+            "schema": SCHEMA_ID, "input": "onnx", "source": self.source, "opset": self.opset,
+            "bound": dict(self.bound),
+            "nodes": [{"node": r.name, "op": r.op_type, "status": r.status, "detail": r.detail,
+                       "macs": r.macs, "mask_elems": r.mask_elems} for r in self.nodes],
+            "ops_before": dict(self.ops_before), "ops_after": dict(self.ops_after),
+            "remaining": list(self.remaining), "verification": dict(self.verification),
+            "external_data": self.external_data, "seconds": dict(self.seconds),
+        }))
+
     def format(self) -> str:
-        lines = [f"{self.source} (opset {self.opset}): {len(self.nodes)} gather/scatter "
-                 f"node(s)"]
-        if self.bound:
-            lines.append("  bound: " + ", ".join(
-                f"{k}={','.join(map(str, v))}" for k, v in self.bound.items()))
-        for r in self.nodes:
-            cost = f" [{r.macs:,} MACs, mask {r.mask_elems:,}]" if r.macs or r.mask_elems else ""
-            lines.append(f"  {r.status:8} {r.op_type} '{r.name}': {r.detail}{cost}")
-        changed = sorted(set(self.ops_before) | set(self.ops_after))
-        diff = [f"{op} {self.ops_before.get(op, 0)} -> {self.ops_after.get(op, 0)}"
-                for op in changed if self.ops_before.get(op, 0) != self.ops_after.get(op, 0)]
-        if diff:
-            lines.append("  op counts: " + ", ".join(diff))
-        if self.verification:
-            lines.append("  verification: " + ", ".join(
-                f"{k}={v}" for k, v in self.verification.items()))
-        if self.remaining:
-            lines.append("  remaining: " + "; ".join(self.remaining))
-        return "\n".join(lines)
+        """The text form, rendered from `to_dict()`."""
+        return render(self.to_dict())
+
+
+def render(d: dict[str, Any]) -> str:
+    """The text form of an ONNX report's data (`OnnxReport.to_dict()`)."""
+    lines = [f"{d['source']} (opset {d['opset']}): {len(d['nodes'])} gather/scatter node(s)"]
+    if d["bound"]:
+        lines.append("  bound: " + ", ".join(
+            f"{k}={','.join(map(str, v))}" for k, v in d["bound"].items()))
+    for r in d["nodes"]:
+        cost = (f" [{r['macs']:,} MACs, mask {r['mask_elems']:,}]"
+                if r["macs"] or r["mask_elems"] else "")
+        lines.append(f"  {r['status']:8} {r['op']} '{r['node']}': {r['detail']}{cost}")
+    before, after = d["ops_before"], d["ops_after"]
+    changed = sorted(set(before) | set(after))
+    diff = [f"{op} {before.get(op, 0)} -> {after.get(op, 0)}"
+            for op in changed if before.get(op, 0) != after.get(op, 0)]
+    if diff:
+        lines.append("  op counts: " + ", ".join(diff))
+    if d["verification"]:
+        lines.append("  verification: " + ", ".join(
+            f"{k}={v}" for k, v in d["verification"].items()))
+    if d["remaining"]:
+        lines.append("  remaining: " + "; ".join(d["remaining"]))
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------- reading
@@ -947,55 +972,61 @@ def lower_onnx(
                             f"{_MIN_OPSET} and newer (onnx.version_converter can raise it)")
     tgt = get_target(target)
     report = OnnxReport(source, opset, external_data=base is not None)
-    report.ops_before = _op_counts(m.graph)
-    original = onnx.ModelProto()
-    original.CopyFrom(m)
-    report.bound = _bind_inputs(m, input_shapes or {})
-    shapes, consts = _analyse(m, base)
-    if _dequantize_first(m, consts, tgt):
+    t0 = time.perf_counter()
+    with progress.stage("lower"):
+        report.ops_before = _op_counts(m.graph)
+        original = onnx.ModelProto()
+        original.CopyFrom(m)
+        report.bound = _bind_inputs(m, input_shapes or {})
         shapes, consts = _analyse(m, base)
-    inits = {t.name for t in m.graph.initializer}
-    inputs_static = all(all(isinstance(d, int) and d > 0 for d in _dims(i.type.tensor_type))
-                        for i in m.graph.input if i.name not in inits)
-    lower_kwargs = {"assume_finite": assume_finite, "target": tgt}
-    cache: dict[str, tuple[onnx.ModelProto, NodeResult]] = {}
-    reps: list[_Replacement] = []
-    node_facts = None  # what the target's conditions read, when one has any
-    names = _all_names(m.graph)  # the spliced names must not meet any of these
-    for k, node in enumerate(m.graph.node):
-        if node.op_type in _SUBGRAPH_OPS:
-            for inner in _inner_family(node):
-                report.nodes.append(NodeResult(
-                    inner.name or inner.output[0], inner.op_type, "refused",
-                    f"inside the body of {node.op_type} '{node.name}': nodes in If/Loop/Scan "
-                    "bodies are not lowered"))
-            continue
-        if node.domain not in ("", "ai.onnx") or node.op_type not in FAMILY:
-            continue
-        if tgt.allows(node.op_type):
-            if node_facts is None:
-                from .check import NodeFacts
-
-                node_facts = NodeFacts(m)
-            if not tgt.broken_condition(node.op_type, node_facts.of(node, "graph")):
-                report.nodes.append(NodeResult(node.name or node.output[0], node.op_type,
-                                               "kept", f"target '{tgt.name}' runs {node.op_type}"))
+        if _dequantize_first(m, consts, tgt):
+            shapes, consts = _analyse(m, base)
+        inits = {t.name for t in m.graph.initializer}
+        inputs_static = all(all(isinstance(d, int) and d > 0 for d in _dims(i.type.tensor_type))
+                            for i in m.graph.input if i.name not in inits)
+        lower_kwargs = {"assume_finite": assume_finite, "target": tgt}
+        cache: dict[str, tuple[onnx.ModelProto, NodeResult]] = {}
+        reps: list[_Replacement] = []
+        node_facts = None  # what the target's conditions read, when one has any
+        names = _all_names(m.graph)  # the spliced names must not meet any of these
+        for k, node in enumerate(m.graph.node):
+            if node.op_type in _SUBGRAPH_OPS:
+                for inner in _inner_family(node):
+                    report.nodes.append(NodeResult(
+                        inner.name or inner.output[0], inner.op_type, "refused",
+                        f"inside the body of {node.op_type} '{node.name}': nodes in If/Loop/Scan "
+                        "bodies are not lowered"))
                 continue
-        got = _plan_node(k, node, consts, shapes, inputs_static, opset, lower_kwargs,
-                         _fresh_prefix(f"fxl{k}_", names), cache)
-        if isinstance(got, NodeResult):
-            report.nodes.append(got)
-        else:
-            reps.append(got)
-            report.nodes.append(got.result)
-    def assemble(bound: onnx.ModelProto, chosen: list[_Replacement]) -> onnx.ModelProto:
-        return _qdq_selections(_assemble(bound, chosen), tgt)
+            if node.domain not in ("", "ai.onnx") or node.op_type not in FAMILY:
+                continue
+            if tgt.allows(node.op_type):
+                if node_facts is None:
+                    from .check import NodeFacts
 
-    out = assemble(m, reps)
+                    node_facts = NodeFacts(m)
+                if not tgt.broken_condition(node.op_type, node_facts.of(node, "graph")):
+                    report.nodes.append(NodeResult(node.name or node.output[0], node.op_type,
+                                                   "kept", f"target '{tgt.name}' runs {node.op_type}"))
+                    continue
+            got = _plan_node(k, node, consts, shapes, inputs_static, opset, lower_kwargs,
+                             _fresh_prefix(f"fxl{k}_", names), cache)
+            if isinstance(got, NodeResult):
+                report.nodes.append(got)
+            else:
+                reps.append(got)
+                report.nodes.append(got.result)
+        def assemble(bound: onnx.ModelProto, chosen: list[_Replacement]) -> onnx.ModelProto:
+            return _qdq_selections(_assemble(bound, chosen), tgt)
+
+        out = assemble(m, reps)
+    report.seconds["lower"] = time.perf_counter() - t0
     if verify and reps:
+        t0 = time.perf_counter()
         path = None if isinstance(model, onnx.ModelProto) else os.fspath(model)
-        out, reps = _verify(original, path, m, base, out, reps, report, verify_inputs, draws,
-                            assemble)
+        with progress.stage("verify"):
+            out, reps = _verify(original, path, m, base, out, reps, report, verify_inputs,
+                                draws, assemble)
+        report.seconds["verify"] = time.perf_counter() - t0
     if base is not None:  # what fits one protobuf comes back whole; larger stays in base
         size = sum(int(e.value) for t in _external_tensors(out) for e in t.external_data
                    if e.key == "length")

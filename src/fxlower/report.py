@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any
+import math
+from dataclasses import dataclass, field
+from typing import Any, cast
 
 
 @dataclass(frozen=True)
@@ -54,69 +55,127 @@ class Report:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The report as JSON-ready data, schema `fxlower-report/1` (the file
+        report.schema.json in the package, `schema()`): what `fxlower report --format json`
+        prints and `fxlower lower --report-json` writes. Non-finite floats become null."""
+        return cast(dict[str, Any], _json_safe({
+            "schema": SCHEMA_ID,
+            "input": "torch",
+            "capture": {"method": self.capture, "note": self.capture_note},
+            "applied": [{"rewrite_id": a.rewrite_id, "pass": a.pass_name, "node": a.node,
+                         "op": a.op, "detail": a.detail, "macs": a.macs,
+                         "mask_elems": a.mask_elems} for a in self.applied],
+            "skipped": [{"pass": k.pass_name, "node": k.node, "op": k.op, "reason": k.reason}
+                        for k in self.skipped],
+            "ops_before": dict(self.ops_before),
+            "ops_after": dict(self.ops_after),
+            "remaining": list(self.remaining),
+            "rolled_back": list(self.rolled_back),
+            "verification": dict(self.verification),
+            "onnx": dict(self.onnx) if self.onnx else None,
+            "host": [dict(h) for h in self.host],
+            "model_macs": self.model_macs,
+            "advice": list(self.advice),
+            "warnings": list(self.warnings),
+            "seconds": dict(self.seconds),
+        }))
 
     def format(self) -> str:
-        """A readable table, as the CLI prints it."""
-        lines = [f"capture: {self.capture}" + (f"  ({self.capture_note})" if self.capture_note else "")]
-        before = ", ".join(f"{k} {v}" for k, v in sorted(self.ops_before.items())) or "none"
-        after = ", ".join(f"{k} {v}" for k, v in sorted(self.ops_after.items())) or "none"
-        lines.append(f"gather-family ops in the graph: before: {before}; after: {after}")
-        if self.applied:
-            lines.append("")
-            lines.append(f"applied ({len(self.applied)}):")
-            w = max(len(a.pass_name) for a in self.applied)
-            for a in self.applied:
-                cost = f"+{a.macs:,} MACs" if a.macs else "no MACs"
-                mask = f", mask {a.mask_elems:,} elems" if a.mask_elems else ""
-                lines.append(f"  {a.pass_name:<{w}}  {a.op}: {a.detail} ({cost}{mask})")
-        if self.host:
-            lines.append("")
-            lines.append(f"on the host ({len(self.host)}; the device graph takes the rows as inputs):")
-            for h in self.host:
-                lines.append(
-                    f"  {h['op']}: table {'x'.join(map(str, h['table_shape']))} -> input "
-                    f"'{h['rows_input']}' {list(h['rows_shape'])}: 0 device FLOPs "
-                    f"(the one-hot product would add {h['device_flops_saved']:,})")
-        if self.skipped:
-            lines.append("")
-            lines.append(f"skipped ({len(self.skipped)}):")
-            for s in self.skipped:
-                lines.append(f"  {s.pass_name}  {s.op}: {s.reason}")
-        if self.rolled_back:
-            lines.append("")
-            lines.append("rolled back after verification failed: " + ", ".join(self.rolled_back))
-        if self.remaining:
-            lines.append("")
-            lines.append("forbidden ops remaining: " + "; ".join(self.remaining))
-        v = self.verification
-        if v:
-            lines.append("")
-            if v.get("skipped"):
-                lines.append(f"verification: skipped ({v['skipped']})")
-            else:
-                lines.append(
-                    f"verification: {v['runs']} runs, {v['outputs']} outputs each, "
-                    f"max abs error {v['max_abs_error']:.3g}"
-                    + (" (bit-exact)" if v.get("bit_exact") else "")
-                )
-        if self.onnx:
-            o = self.onnx
-            lines.append(
-                f"onnx: {o.get('path')}: {o.get('nodes')} nodes, forbidden "
-                f"{o.get('forbidden', 0)}, onnxruntime max abs error "
-                f"{o.get('ort_max_abs_error', float('nan')):.3g}"
-            )
-            if o.get("host_path"):
-                lines.append(f"onnx: {o['host_path']}: the host lookups (run before the device file)")
-        for wmsg in self.warnings:
-            lines.append(f"warning: {wmsg}")
-        for hint in self.advice:
-            lines.append(f"hint: {hint}")
-        return "\n".join(lines)
+        """A readable table, as the CLI prints it: rendered from `to_dict()`."""
+        return render(self.to_dict())
 
     def __str__(self) -> str:
         return self.format()
+
+
+SCHEMA_ID = "fxlower-report/1"
+
+
+def schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of `Report.to_dict()` / `OnnxReport.to_dict()`."""
+    import json
+    from importlib import resources
+
+    text = resources.files("fxlower").joinpath("report.schema.json").read_text("utf-8")
+    return cast(dict[str, Any], json.loads(text))
+
+
+def _json_safe(v: Any) -> Any:
+    """Plain JSON values: tuples as lists, keys as strings, NaN/inf as None."""
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, dict):
+        return {str(k): _json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_json_safe(x) for x in v]
+    if v is None or isinstance(v, (bool, int, str)):
+        return v
+    return str(v)
+
+
+def _num(v: Any, fmt: str = ".3g") -> str:
+    return "nan" if v is None else format(v, fmt)
+
+
+def render(d: dict[str, Any]) -> str:
+    """The text form of a report's data (`Report.to_dict()`)."""
+    cap = d["capture"]
+    lines = [f"capture: {cap['method']}" + (f"  ({cap['note']})" if cap["note"] else "")]
+    before = ", ".join(f"{k} {v}" for k, v in sorted(d["ops_before"].items())) or "none"
+    after = ", ".join(f"{k} {v}" for k, v in sorted(d["ops_after"].items())) or "none"
+    lines.append(f"gather-family ops in the graph: before: {before}; after: {after}")
+    if d["applied"]:
+        lines.append("")
+        lines.append(f"applied ({len(d['applied'])}):")
+        w = max(len(a["pass"]) for a in d["applied"])
+        for a in d["applied"]:
+            cost = f"+{a['macs']:,} MACs" if a["macs"] else "no MACs"
+            mask = f", mask {a['mask_elems']:,} elems" if a["mask_elems"] else ""
+            lines.append(f"  {a['pass']:<{w}}  {a['op']}: {a['detail']} ({cost}{mask})")
+    if d["host"]:
+        lines.append("")
+        lines.append(f"on the host ({len(d['host'])}; the device graph takes the rows as inputs):")
+        for h in d["host"]:
+            lines.append(
+                f"  {h['op']}: table {'x'.join(map(str, h['table_shape']))} -> input "
+                f"'{h['rows_input']}' {list(h['rows_shape'])}: 0 device FLOPs "
+                f"(the one-hot product would add {h['device_flops_saved']:,})")
+    if d["skipped"]:
+        lines.append("")
+        lines.append(f"skipped ({len(d['skipped'])}):")
+        for s in d["skipped"]:
+            lines.append(f"  {s['pass']}  {s['op']}: {s['reason']}")
+    if d["rolled_back"]:
+        lines.append("")
+        lines.append("rolled back after verification failed: " + ", ".join(d["rolled_back"]))
+    if d["remaining"]:
+        lines.append("")
+        lines.append("forbidden ops remaining: " + "; ".join(d["remaining"]))
+    v = d["verification"]
+    if v:
+        lines.append("")
+        if v.get("skipped"):
+            lines.append(f"verification: skipped ({v['skipped']})")
+        else:
+            lines.append(
+                f"verification: {v['runs']} runs, {v['outputs']} outputs each, "
+                f"max abs error {_num(v['max_abs_error'])}"
+                + (" (bit-exact)" if v.get("bit_exact") else "")
+            )
+    o = d["onnx"]
+    if o:
+        lines.append(
+            f"onnx: {o.get('path')}: {o.get('nodes')} nodes, forbidden "
+            f"{o.get('forbidden', 0)}, onnxruntime max abs error "
+            f"{_num(o.get('ort_max_abs_error'))}"
+        )
+        if o.get("host_path"):
+            lines.append(f"onnx: {o['host_path']}: the host lookups (run before the device file)")
+    for wmsg in d["warnings"]:
+        lines.append(f"warning: {wmsg}")
+    for hint in d["advice"]:
+        lines.append(f"hint: {hint}")
+    return "\n".join(lines)
 
 
 ADVICE_SHARE = 0.10  # a rewrite adding more than this share of the model's multiply-adds

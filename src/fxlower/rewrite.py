@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 import torch
 import torch.fx as fx
 
-from . import census
+from . import census, progress
 from . import graph as g
 from .report import Applied, Report, Skipped
 
@@ -124,7 +124,9 @@ def run_passes(
     passes wrote (e.g. the class codes of one source gathered twice) are merged.
     """
     created: set[fx.Node] = set()  # nodes the passes wrote, the only ones CSE may merge
-    for p in passes:
+    for k, p in enumerate(passes):
+        progress.step(f"pass {k + 1}/{len(passes)} {p.name} ({len(report.applied)} rewrites "
+                      "so far)")
         changed = False
         for node in list(gm.graph.nodes):
             if getattr(node, "_erased", False):

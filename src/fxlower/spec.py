@@ -1,5 +1,6 @@
 """Factory specs, the models the command line lowers: ``path/to/file.py:factory`` or
-``package.module:factory``. A factory takes no arguments and returns (model, example_inputs).
+``package.module:factory``. A factory takes no arguments and returns (model, example_inputs)
+or (model, example_inputs, example_kwargs) (keyword inputs, as `fxlower.lower` takes them).
 
 Used by ``fxlower lower``/``report`` (:mod:`fxlower.cli`) and by the demo (:mod:`fxlower.demo`).
 """
@@ -18,8 +19,9 @@ from .errors import FxlowerError
 __all__ = ["load_spec"]
 
 
-def load_spec(spec: str) -> tuple[Any, tuple[Any, ...]]:
-    """Call the factory named by `path/to/file.py:name` or `package.module:name`."""
+def load_spec(spec: str) -> tuple[Any, Any, dict[str, Any] | None]:
+    """Call the factory named by `path/to/file.py:name` or `package.module:name`: (model,
+    example_inputs, example_kwargs or None)."""
     if ":" not in spec:
         raise FxlowerError(f"'{spec}' is not a factory spec: use path/to/file.py:factory "
                            "or package.module:factory")
@@ -48,7 +50,12 @@ def load_spec(spec: str) -> tuple[Any, tuple[Any, ...]]:
     if not callable(factory):
         raise FxlowerError(f"{spec}: '{name}' is not a function in {where}")
     out = factory()
-    if not (isinstance(out, tuple) and len(out) == 2):
-        raise FxlowerError(f"{spec}: the factory must return (model, example_inputs)")
-    model, inputs = out
-    return model, inputs if isinstance(inputs, tuple) else (inputs,)
+    if not (isinstance(out, tuple) and len(out) in (2, 3)):
+        raise FxlowerError(f"{spec}: the factory must return (model, example_inputs) or "
+                           "(model, example_inputs, example_kwargs)")
+    model, inputs = out[:2]
+    kwargs = out[2] if len(out) == 3 else None
+    if kwargs is not None and not isinstance(kwargs, dict):
+        raise FxlowerError(f"{spec}: the factory's third value (example_kwargs) must be a "
+                           f"dict, not {type(kwargs).__name__}")
+    return model, inputs, kwargs

@@ -21,6 +21,7 @@ from typing import Any, cast
 import torch
 from torch.utils import _pytree as pytree
 
+from . import progress
 from .graph import preserved_state, snapshot
 
 
@@ -263,6 +264,7 @@ def verify(
     skipped: list[str] = []
     worst, leaves, exact, done, fresh = 0.0, 0, True, 0, 0
     for i, run in enumerate(refs.runs):
+        progress.step(f"run {i + 1}/{len(refs.runs)} ({run.label})")
         ref, why = refs.out(i)
         skipped += why
         if ref is None:
