@@ -186,5 +186,110 @@ def test_cli_factory_returning_args_and_kwargs(tmp_path: Path) -> None:
     assert [i.name for i in onnx.load(str(out)).graph.input] == ["ids", "pos"]
 
 
+def test_an_instance_level_forward_is_what_the_view_calls() -> None:
+    """accelerate's hooks replace `model.forward` on the instance; a call runs that one, so
+    the keyword view calls it too (found in review: it called the class's forward)."""
+    import functools
+
+    model = Optional3().eval()
+    old = model.forward
+    seen: list[str] = []
+
+    def new_forward(module, *args, **kwargs):
+        seen.append("wrapped")
+        return old(*args, **kwargs)
+
+    model.forward = functools.update_wrapper(functools.partial(new_forward, model), old)
+    ids, pos = _ids()
+    low = _quiet_lower(model, example_kwargs={"ids": ids, "pos": pos})
+    assert seen  # the wrapper ran (verification's runs of the view)
+    ids2, pos2 = _ids(4)
+    with torch.no_grad():
+        assert torch.equal(low(ids=ids2, pos=pos2), model(ids=ids2, pos=pos2))
+
+
+def test_hooks_on_the_model_itself_are_refused_with_keywords() -> None:
+    """A pre-hook with_kwargs would see the view's positional call, not the user's
+    keywords: refused by name rather than verified against the wrong call."""
+    model = Optional3().eval()
+    model.register_forward_pre_hook(lambda m, a, k: (a, k), with_kwargs=True)
+    ids, pos = _ids()
+    with pytest.raises(fxlower.LoweringError, match="hooks on the model itself"):
+        fxlower.lower(model, example_kwargs={"ids": ids, "pos": pos})
+    model.emb.register_forward_hook(lambda m, i, o: None)  # a submodule's: no matter
+    model2 = Optional3().eval()
+    model2.emb.register_forward_hook(lambda m, i, o: None)
+    assert gather_ops_left(_quiet_lower(model2, example_kwargs={"ids": ids, "pos": pos})) == {}
+
+
+def test_constants_under_var_keywords_and_their_runs() -> None:
+    """A non-tensor keyword under **kwargs, even one named like a Python keyword, is fixed;
+    a verify_inputs run that gives it another value is refused, not silently ignored."""
+
+    class Kw(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = nn.Embedding(10, 4)
+
+        def forward(self, ids, **kw):
+            h = self.emb(ids)
+            return h * 2 if kw.get("lambda") else h
+
+    model = Kw().eval()
+    ids, _ = _ids()
+    low = _quiet_lower(model, example_kwargs={"ids": ids, "lambda": True})
+    assert [n.name for n in low.graph.nodes if n.op == "placeholder"] == ["ids"]
+    with torch.no_grad():
+        assert torch.equal(low(ids), model(ids, **{"lambda": True}))
+    with pytest.raises(fxlower.LoweringError, match="fixed at capture"):
+        fxlower.lower(model, example_kwargs={"ids": ids, "lambda": True},
+                      verify_inputs=[{"ids": ids, "lambda": False}])
+
+
+def test_a_class_that_refuses_a_subclass_is_named() -> None:
+    class Base(nn.Module):
+        def __init_subclass__(cls, flavor: str, **kw) -> None:
+            super().__init_subclass__(**kw)
+
+    class Flavoured(Base, flavor="x"):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = nn.Embedding(10, 4)
+
+        def forward(self, ids):
+            return self.emb(ids)
+
+    ids, _ = _ids()
+    with pytest.raises(fxlower.LoweringError, match="keyword view of Flavoured.*positionally"):
+        fxlower.lower(Flavoured(), example_kwargs={"ids": ids})
+    assert gather_ops_left(_quiet_lower(Flavoured().eval(), (ids,))) == {}
+
+
+def test_factory_specs_keep_a_single_input_positional_and_take_mappings(tmp_path: Path
+                                                                         ) -> None:
+    """(model, x) with x a tensor, list or dict is the one positional input, as before;
+    the third value may be any mapping (a tokenizer's BatchEncoding is a UserDict)."""
+    from fxlower.spec import load_spec
+
+    src = tmp_path / "fac2.py"
+    src.write_text(
+        "import torch, collections\n"
+        "class D(torch.nn.Module):\n"
+        "    def forward(self, batch):\n"
+        "        return batch['x'][:, 0]\n"
+        "def make_dict():\n"
+        "    return D(), {'x': torch.ones(2, 3)}\n"
+        "def make_tensor():\n"
+        "    return torch.nn.Identity(), torch.ones(2)\n"
+        "def make_userdict():\n"
+        "    return torch.nn.Identity(), (), collections.UserDict(input=torch.ones(2))\n")
+    model, args, kwargs = load_spec(f"{src}:make_dict")
+    assert isinstance(args, tuple) and len(args) == 1 and kwargs is None
+    assert torch.equal(_quiet_lower(model, args)(*args), torch.ones(2))
+    assert load_spec(f"{src}:make_tensor")[1][0].shape == (2,)
+    _, args, kwargs = load_spec(f"{src}:make_userdict")
+    assert args == () and type(kwargs) is dict and list(kwargs) == ["input"]
+
+
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))

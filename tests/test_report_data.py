@@ -186,6 +186,19 @@ class _Records(logging.Handler):
         self.records.append(record)
 
 
+def test_a_stage_inside_another_gives_the_line_back_to_it(fast_progress: None) -> None:
+    """lower_onnx's `lower` stage runs `lower` per node, whose stages nest in it: the
+    outer stage's final line keeps its name and its own time (found in review)."""
+    tty = _Tty()
+    with progress.session(None, stream=tty):
+        with progress.stage("lower"):
+            with progress.stage("capture"):
+                pass
+            time.sleep(0.3)
+    last = tty.getvalue().replace("\r", "\n").strip().split("\n")[-1]
+    assert last.endswith("fxlower: lower: 0.3 s")
+
+
 def test_stages_are_logged_at_info_for_library_use() -> None:
     log, handler = logging.getLogger("fxlower"), _Records()
     level = log.level

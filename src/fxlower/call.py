@@ -68,17 +68,22 @@ class _Binding:
     def __init__(self, model: torch.nn.Module, args: tuple[Any, ...],
                  kwargs: Mapping[str, Any]) -> None:
         cls = type(model)
+        # a forward set on the instance (accelerate's hooks wrap it so) is what a call runs
+        self.instance_forward = "forward" in vars(model)
+        fwd = model.forward if self.instance_forward else cls.forward
         try:
-            self.sig = inspect.signature(cls.forward)
-            bound = self.sig.bind(None, *args, **kwargs)
-        except TypeError as e:
+            self.sig = inspect.signature(fwd)
+            bound = self.sig.bind(*(() if self.instance_forward else (None,)), *args, **kwargs)
+        except (TypeError, ValueError) as e:
             raise LoweringError(f"the example inputs do not fit {cls.__name__}.forward"
-                                f"{_shown(cls)}: {e}") from e
+                                f"{_shown(self.sig if 'sig' in vars(self) else None)}: {e}"
+                                ) from e
         self.cls = cls
+        self.example = (args, kwargs)
         # Each entry: (the view's parameter name or None for a constant, the keyword it is
         # passed as or None for positionally, where its value is: ("arg", i) / ("kw", key))
         self.entries: list[tuple[str | None, str | None, tuple[str, Any]]] = []
-        params = list(self.sig.parameters.values())[1:]
+        params = list(self.sig.parameters.values())[0 if self.instance_forward else 1:]
         i = 0
         for p in params:
             if p.name not in bound.arguments:
@@ -96,6 +101,9 @@ class _Binding:
                 self._add(p.name, None, ("arg", i), args[i])
                 i += 1
         self.names = [n for n, _, _ in self.entries if n is not None]
+        if len(set(self.names)) != len(self.names):
+            raise LoweringError(f"the keyword view of {cls.__name__} would have two inputs of "
+                                f"one name ({self.names}): pass these inputs positionally")
 
     def _add(self, name: str, how: str | None, where: tuple[str, Any], value: Any) -> None:
         if not _has_tensor(value):
@@ -105,11 +113,22 @@ class _Binding:
             raise LoweringError(f"keyword input '{name}' is not usable as a parameter name")
         self.entries.append((name, how, where))
 
-    def values(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> tuple[Any, ...]:
-        """The view's positional inputs for a call with the same keys."""
+    def values(self, args: tuple[Any, ...], kwargs: Mapping[str, Any],
+               example: tuple[tuple[Any, ...], Mapping[str, Any]] | None = None
+               ) -> tuple[Any, ...]:
+        """The view's positional inputs for a call with the same keys (and, given the
+        example's call, the same values where the view holds a constant)."""
         out = []
         for name, _, (kind, key) in self.entries:
             if name is None:
+                if example is not None:
+                    mine = (args if kind == "arg" else kwargs)
+                    theirs = (example[0] if kind == "arg" else example[1])
+                    has = key < len(mine) if kind == "arg" else key in mine
+                    if has and not _same(mine[key], theirs[key]):
+                        raise LoweringError(
+                            f"a verify_inputs run gives {key!r} = {mine[key]!r}, the example "
+                            f"{theirs[key]!r}: an input holding no tensor is fixed at capture")
                 continue
             if kind == "arg":
                 if key >= len(args):
@@ -126,17 +145,30 @@ class _Binding:
         return tuple(out)
 
 
-def _shown(cls: type[torch.nn.Module]) -> str:
+def _shown(sig: inspect.Signature | None) -> str:
+    return "" if sig is None else str(sig).replace("(self, ", "(", 1)
+
+
+def _same(a: Any, b: Any) -> bool:
+    if a is b:
+        return True
     try:
-        return str(inspect.signature(cls.forward)).replace("(self, ", "(", 1)
-    except (TypeError, ValueError):
-        return ""
+        return bool(type(a) is type(b) and a == b)
+    except Exception:  # noqa: BLE001 - values that do not compare are not the same
+        return False
 
 
 def keyword_view(model: torch.nn.Module, args: tuple[Any, ...], kwargs: Mapping[str, Any]
                  ) -> tuple[torch.nn.Module, tuple[Any, ...], _Binding]:
     """The view of `model` that takes the call's tensor inputs positionally, by their names,
     and the inputs it takes (see the module's docstring)."""
+    hooks = [d for d in ("_forward_pre_hooks", "_forward_hooks") if getattr(model, d, None)]
+    if hooks:
+        raise LoweringError(
+            f"{type(model).__name__} has forward hooks on the model itself ({', '.join(hooks)}): "
+            "with keyword example inputs fxlower calls the model through a positional view, "
+            "whose hooks would see other arguments than your keyword call; remove them for "
+            "lowering, or pass the inputs positionally")
     b = _Binding(model, args, kwargs)
     consts: list[Any] = []
     pos, kws = [], []
@@ -150,17 +182,30 @@ def keyword_view(model: torch.nn.Module, args: tuple[Any, ...], kwargs: Mapping[
             pos.append(expr)
         else:
             kws.append((how, expr))
-    call = ", ".join(["self", *pos] + [f"**{{{k!r}: {e}}}" if not k.isidentifier()
-                                       else f"{k}={e}" for k, e in kws])
-    src = f"def forward(self, {', '.join(b.names)}):\n    return _fxl_forward({call})\n"
-    namespace: dict[str, Any] = {"_fxl_forward": b.cls.forward, "_fxl_consts": tuple(consts)}
-    exec(compile(src, f"<fxlower keyword view of {b.cls.__name__}>", "exec"), namespace)
-    view_cls = type(b.cls.__name__, (b.cls,), {
-        "forward": namespace["forward"], "__module__": b.cls.__module__,
-        "__qualname__": b.cls.__qualname__, "_fxl_keyword_view": True})
+    if kws:  # every keyword through one dict: any key, a Python keyword or not, is fine
+        pos.append("**{" + ", ".join(f"{k!r}: {e}" for k, e in kws) + "}")
+    src = (f"def forward(self, {', '.join(b.names)}):\n"
+           f"    return _fxl_forward({', '.join(['self', *pos])})\n")
+    namespace: dict[str, Any] = {"_fxl_consts": tuple(consts), "_fxl_forward": (
+        _instance_forward if b.instance_forward else b.cls.forward)}
+    try:
+        exec(compile(src, f"<fxlower keyword view of {b.cls.__name__}>", "exec"), namespace)
+        view_cls = type(b.cls.__name__, (b.cls,), {
+            "forward": namespace["forward"], "__module__": b.cls.__module__,
+            "__qualname__": b.cls.__qualname__, "_fxl_keyword_view": True})
+    except Exception as e:  # noqa: BLE001 - a name the generated code cannot take, a class
+        # whose __init_subclass__ refuses a subclass: named, with the way around it
+        raise LoweringError(f"cannot make the keyword view of {b.cls.__name__} "
+                            f"({type(e).__name__}: {e}); pass the inputs positionally") from e
     view = snapshot(model)
+    if b.instance_forward:  # (the snapshot's copy, bound to the snapshot)
+        vars(view)["_fxl_inner_forward"] = vars(view).pop("forward")
     view.__class__ = view_cls
     return view, b.values(args, kwargs), b
+
+
+def _instance_forward(self: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
+    return vars(self)["_fxl_inner_forward"](*args, **kwargs)
 
 
 def bind_runs(binding: _Binding, runs: Any) -> list[tuple[Any, ...]] | None:
@@ -171,9 +216,9 @@ def bind_runs(binding: _Binding, runs: Any) -> list[tuple[Any, ...]] | None:
     out = []
     for r in runs:
         if isinstance(r, Mapping):
-            out.append(binding.values((), r))
+            out.append(binding.values((), r, binding.example))
         elif isinstance(r, tuple) and len(r) == 2 and isinstance(r[1], Mapping):
-            out.append(binding.values(tuple(r[0]), r[1]))
+            out.append(binding.values(tuple(r[0]), r[1], binding.example))
         else:
             raise LoweringError("with example_kwargs, each verify_inputs entry is a dict of "
                                 "keyword inputs or an (args, kwargs) pair")

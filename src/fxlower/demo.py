@@ -83,7 +83,7 @@ def _gathers(counts: dict[str, int]) -> int:
 def run_one(name: str, spec: str, out_dir: Path) -> dict[str, Any]:
     model, inputs, kwargs = load_spec(spec)
     if kwargs is not None:  # keyword inputs: the model's positional view (fxlower.call)
-        model, inputs, _ = keyword_view(model, tuple(inputs or ()), kwargs)
+        model, inputs, _ = keyword_view(model, inputs, kwargs)
     row: dict[str, Any] = {"model": name}
     orig_path = out_dir / f"{name}.original.onnx"
     onnx_export(model, inputs, orig_path)

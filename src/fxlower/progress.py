@@ -43,11 +43,14 @@ class _Line:
         self.t0 = 0.0
         self.shown = False
         self.last = ""  # the text on the line now
+        self.outer: list[tuple[str, str, float, bool]] = []  # stages this one runs inside
         self.stop = threading.Event()
         self.thread: threading.Thread | None = None
 
     def begin(self, name: str) -> None:
         with self.lock:
+            if self.name:  # a stage inside another (lower_onnx lowers each node with lower)
+                self.outer.append((self.name, self.detail, self.t0, self.shown))
             self.name, self.detail, self.t0, self.shown = name, "", time.perf_counter(), False
         if self.thread is None:
             self.thread = threading.Thread(target=self._tick, name="fxlower-progress",
@@ -65,6 +68,8 @@ class _Line:
                 text = f"fxlower: {self.name}: {summary + ', ' if summary else ''}{elapsed:.1f} s"
                 self._write(text, final=True)
             self.name, self.shown, self.last = "", False, ""
+            if self.outer:  # back to the stage this one ran inside
+                self.name, self.detail, self.t0, self.shown = self.outer.pop()
 
     def _tick(self) -> None:
         while not self.stop.wait(_TICK):
@@ -88,7 +93,8 @@ class _Line:
             elif final:  # not a terminal (verbose=True): one line per stage, when it ends
                 self.stream.write(text + "\n")
             self.stream.flush()
-        except (OSError, ValueError):  # a closed stream: progress is never worth a failure
+        except (OSError, ValueError, AttributeError):  # a closed stream, or none (pythonw):
+            # progress is never worth a failure
             pass
 
     def close(self) -> None:
@@ -100,6 +106,7 @@ class _Line:
 _CURRENT: contextvars.ContextVar[_Line | None] = contextvars.ContextVar(
     "fxlower_progress", default=None)
 _ACTIVE: contextvars.ContextVar[bool] = contextvars.ContextVar("fxlower_session", default=False)
+_DEPTH: contextvars.ContextVar[int] = contextvars.ContextVar("fxlower_depth", default=0)
 
 
 @contextlib.contextmanager
@@ -138,18 +145,28 @@ class _Stage:
 
 @contextlib.contextmanager
 def stage(name: str) -> Iterator[_Stage]:
-    """A stage: logged at INFO with its time when it ends; on the terminal line when it
-    runs longer than SHOW_AFTER. Set `.summary` on the yielded object for the final line."""
+    """A stage: logged at INFO with its time when it ends (at DEBUG inside another stage);
+    on the terminal line while it runs longer than SHOW_AFTER. Set `.summary` on the
+    yielded object for the final line."""
     line = _CURRENT.get()
     s = _Stage(name)
     t0 = time.perf_counter()
+    depth = _DEPTH.set(_DEPTH.get() + 1)
     if line is not None:
         line.begin(name)
+    failed = True
     try:
         yield s
+        failed = False
     finally:
+        _DEPTH.reset(depth)
         elapsed = time.perf_counter() - t0
-        LOG.info("%s: %s%.2f s", name, f"{s.summary}, " if s.summary else "", elapsed)
+        level = logging.DEBUG if _DEPTH.get() else logging.INFO
+        if failed:
+            LOG.log(level, "%s: failed after %.2f s", name, elapsed)
+            s.summary = "failed"
+        else:
+            LOG.log(level, "%s: %s%.2f s", name, f"{s.summary}, " if s.summary else "", elapsed)
         if line is not None:
             line.end(s.summary)
 

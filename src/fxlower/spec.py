@@ -11,6 +11,7 @@ import importlib
 import importlib.util
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from .errors import FxlowerError
 __all__ = ["load_spec"]
 
 
-def load_spec(spec: str) -> tuple[Any, Any, dict[str, Any] | None]:
+def load_spec(spec: str) -> tuple[Any, tuple[Any, ...], dict[str, Any] | None]:
     """Call the factory named by `path/to/file.py:name` or `package.module:name`: (model,
     example_inputs, example_kwargs or None)."""
     if ":" not in spec:
@@ -55,7 +56,9 @@ def load_spec(spec: str) -> tuple[Any, Any, dict[str, Any] | None]:
                            "(model, example_inputs, example_kwargs)")
     model, inputs = out[:2]
     kwargs = out[2] if len(out) == 3 else None
-    if kwargs is not None and not isinstance(kwargs, dict):
+    if kwargs is not None and not isinstance(kwargs, Mapping):
         raise FxlowerError(f"{spec}: the factory's third value (example_kwargs) must be a "
-                           f"dict, not {type(kwargs).__name__}")
-    return model, inputs, kwargs
+                           f"dict of keyword inputs, not {type(kwargs).__name__}")
+    # a single input (a tensor, a list, a dict) is the one positional input, as it always was
+    return (model, inputs if isinstance(inputs, tuple) else (inputs,),
+            None if kwargs is None else dict(kwargs))
