@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import warnings
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -66,3 +69,14 @@ def nonfinite(x: torch.Tensor, seed: int = 0) -> torch.Tensor:
         pos = torch.randint(0, flat.numel(), (max(1, flat.numel() // 8),), generator=g)
         flat[pos] = v
     return x
+
+
+def load_tool(name: str) -> ModuleType:
+    """A development tool of tools/ (no package) as a module, for the tests that check the
+    code a `make` target runs: `load_tool("target_table")` is tools/target_table.py."""
+    path = Path(__file__).resolve().parents[1] / "tools" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"{name}_tool", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -4,7 +4,6 @@ and the capture fix that lets a model the exporter fails on export after lowerin
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 import warnings
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from helpers import load_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -22,10 +22,7 @@ import fxlower  # noqa: E402
 from fxlower.api import onnx_export  # noqa: E402
 from models.corpus import CORPUS, FAST, ORIGINAL_EXPORT_FAILS, input_draws, load  # noqa: E402
 
-_spec = importlib.util.spec_from_file_location("corpus_tool", ROOT / "tools" / "corpus.py")
-assert _spec is not None and _spec.loader is not None
-corpus_tool = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(corpus_tool)
+corpus_tool = load_tool("corpus")
 
 
 def test_corpus_spans_text_vision_speech_and_decoders() -> None:

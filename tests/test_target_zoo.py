@@ -7,11 +7,11 @@ wording, or a README edited by hand fails here."""
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
 import pytest
+from helpers import load_tool
 
 import fxlower
 from fxlower.check import check_file
@@ -21,10 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-_spec = importlib.util.spec_from_file_location("target_table", ROOT / "tools" / "target_table.py")
-assert _spec is not None and _spec.loader is not None
-target_table = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(target_table)
+target_table = load_tool("target_table")
 
 MODELS = ["mae", "bert_embedding", "topk_attention"]  # the small zoo models; the table has more
 PROFILES = sorted(load_profiles())
