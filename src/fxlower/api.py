@@ -90,15 +90,13 @@ class _Session:
         self.inputs, self.options, self.passes = inputs, options, passes
         self.forbidden = census.forbidden_by(options.target)
         report = Report()
-        t0 = time.perf_counter()
         with progress.stage("capture") as st:
             cap = capture(model, inputs, tracer)
             st.summary = cap.method
         gm = cap.gm
         report.capture, report.capture_note = cap.method, cap.note
-        report.seconds["capture"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        with progress.stage("normalise"):
+        report.seconds["capture"] = st.seconds
+        with progress.stage("normalise") as st:
             if inputs is not None:
                 graph.from_export(gm)
                 graph.annotate(gm, inputs)
@@ -106,7 +104,7 @@ class _Session:
                 graph.annotate(gm, inputs)
             report.ops_before = census.census(gm, self.forbidden)
             report.model_macs = census.graph_macs(gm)
-        report.seconds["normalise"] = time.perf_counter() - t0
+        report.seconds["normalise"] = st.seconds
         self.base, self.base_report = gm, report
         # lookups embedding="host" would move (named in the advice when they cost much)
         self.hostable = set() if options.embedding == "host" else {
@@ -284,14 +282,13 @@ def lower(
                               stacklevel=2)
         elif verify:
             assert refs is not None
-            t0 = time.perf_counter()
             with progress.stage("verify") as st:
                 gm, report, rolled, figures = _verified(session, model, gm, report, inputs,
                                                         refs, on, on_mismatch)
                 st.summary = f"{figures.get('runs', 0)} runs"
             report.rolled_back = rolled
             report.verification = figures
-            report.seconds["verify"] = time.perf_counter() - t0
+            report.seconds["verify"] = st.seconds
 
         if report.remaining:
             msg = "forbidden ops remain after lowering: " + "; ".join(report.remaining)
@@ -431,10 +428,9 @@ def _export(model: torch.nn.Module, example_inputs: Any, path: str | os.PathLike
         raise LoweringError("fxlower.export needs example_inputs or example_kwargs")
     lowered = lower(model, inputs, target=target, **lower_kwargs)
     report = report_of(lowered)
-    t0 = time.perf_counter()
     split = host_split.parts(lowered)
     prepare = None
-    with progress.stage("export"):
+    with progress.stage("export") as st:
         if split is None:
             try:
                 onnx_export(lowered, inputs, path)
@@ -447,12 +443,11 @@ def _export(model: torch.nn.Module, example_inputs: Any, path: str | os.PathLike
             onnx_export(device, host_split.device_inputs(lowered, inputs), path)
             report.onnx["host_path"] = str(host_path)
             prepare = _host_onnx_runner(host_gm, lowered, host_path)
-    report.seconds["export"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    report.seconds["export"] = st.seconds
     with progress.stage("check") as st:
         result = check_file(path, forbid=forbid, allow=allow, target=target)
         st.summary = f"{len(result.violations)} forbidden"
-    report.seconds["check"] = time.perf_counter() - t0
+    report.seconds["check"] = st.seconds
     report.onnx.update({"path": str(path), "nodes": result.n_nodes,
                         "forbidden": len(result.violations), "op_counts": result.op_counts})
     if not result.ok:  # the file is the proof: what it holds remains, whatever the graph said
@@ -462,11 +457,10 @@ def _export(model: torch.nn.Module, example_inputs: Any, path: str | os.PathLike
             raise LoweringError(msg)
         warnings.warn(msg, stacklevel=3)
         report.warnings.append(msg)
-    t0 = time.perf_counter()
-    with progress.stage("onnxruntime"):
+    with progress.stage("onnxruntime") as st:
         err = ort_compare(model, inputs, path, prepare=prepare,
                           verify_inputs=lower_kwargs.get("verify_inputs"))
-    report.seconds["onnxruntime"] = time.perf_counter() - t0
+    report.seconds["onnxruntime"] = st.seconds
     report.onnx["ort_max_abs_error"] = err
     return report
 

@@ -73,11 +73,14 @@ class _Binding:
         fwd = model.forward if self.instance_forward else cls.forward
         try:
             self.sig = inspect.signature(fwd)
-            bound = self.sig.bind(*(() if self.instance_forward else (None,)), *args, **kwargs)
         except (TypeError, ValueError) as e:
+            raise LoweringError(f"{cls.__name__}.forward has no signature to bind keyword "
+                                f"inputs to ({e}); pass the inputs positionally") from e
+        try:
+            bound = self.sig.bind(*(() if self.instance_forward else (None,)), *args, **kwargs)
+        except TypeError as e:
             raise LoweringError(f"the example inputs do not fit {cls.__name__}.forward"
-                                f"{_shown(self.sig if 'sig' in vars(self) else None)}: {e}"
-                                ) from e
+                                f"{str(self.sig).replace('(self, ', '(', 1)}: {e}") from e
         self.cls = cls
         self.example = (args, kwargs)
         # Each entry: (the view's parameter name or None for a constant, the keyword it is
@@ -113,22 +116,19 @@ class _Binding:
             raise LoweringError(f"keyword input '{name}' is not usable as a parameter name")
         self.entries.append((name, how, where))
 
-    def values(self, args: tuple[Any, ...], kwargs: Mapping[str, Any],
-               example: tuple[tuple[Any, ...], Mapping[str, Any]] | None = None
-               ) -> tuple[Any, ...]:
-        """The view's positional inputs for a call with the same keys (and, given the
-        example's call, the same values where the view holds a constant)."""
+    def values(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> tuple[Any, ...]:
+        """The view's positional inputs for a call with the example's keys and, where the
+        view holds a constant, the example's value (or none)."""
         out = []
         for name, _, (kind, key) in self.entries:
             if name is None:
-                if example is not None:
-                    mine = (args if kind == "arg" else kwargs)
-                    theirs = (example[0] if kind == "arg" else example[1])
-                    has = key < len(mine) if kind == "arg" else key in mine
-                    if has and not _same(mine[key], theirs[key]):
-                        raise LoweringError(
-                            f"a verify_inputs run gives {key!r} = {mine[key]!r}, the example "
-                            f"{theirs[key]!r}: an input holding no tensor is fixed at capture")
+                mine = (args if kind == "arg" else kwargs)
+                theirs = (self.example[0] if kind == "arg" else self.example[1])
+                has = key < len(mine) if kind == "arg" else key in mine
+                if has and not _same(mine[key], theirs[key]):
+                    raise LoweringError(
+                        f"a verify_inputs run gives {key!r} = {mine[key]!r}, the example "
+                        f"{theirs[key]!r}: an input holding no tensor is fixed at capture")
                 continue
             if kind == "arg":
                 if key >= len(args):
@@ -143,10 +143,6 @@ class _Binding:
         if extra:
             raise LoweringError(f"a call has keyword inputs the example has not: {sorted(extra)}")
         return tuple(out)
-
-
-def _shown(sig: inspect.Signature | None) -> str:
-    return "" if sig is None else str(sig).replace("(self, ", "(", 1)
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -192,7 +188,7 @@ def keyword_view(model: torch.nn.Module, args: tuple[Any, ...], kwargs: Mapping[
         exec(compile(src, f"<fxlower keyword view of {b.cls.__name__}>", "exec"), namespace)
         view_cls = type(b.cls.__name__, (b.cls,), {
             "forward": namespace["forward"], "__module__": b.cls.__module__,
-            "__qualname__": b.cls.__qualname__, "_fxl_keyword_view": True})
+            "__qualname__": b.cls.__qualname__})
     except Exception as e:  # noqa: BLE001 - a name the generated code cannot take, a class
         # whose __init_subclass__ refuses a subclass: named, with the way around it
         raise LoweringError(f"cannot make the keyword view of {b.cls.__name__} "
@@ -216,9 +212,9 @@ def bind_runs(binding: _Binding, runs: Any) -> list[tuple[Any, ...]] | None:
     out = []
     for r in runs:
         if isinstance(r, Mapping):
-            out.append(binding.values((), r, binding.example))
+            out.append(binding.values((), r))
         elif isinstance(r, tuple) and len(r) == 2 and isinstance(r[1], Mapping):
-            out.append(binding.values(tuple(r[0]), r[1], binding.example))
+            out.append(binding.values(tuple(r[0]), r[1]))
         else:
             raise LoweringError("with example_kwargs, each verify_inputs entry is a dict of "
                                 "keyword inputs or an (args, kwargs) pair")

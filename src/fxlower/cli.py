@@ -100,8 +100,14 @@ def _cmd_targets(args: argparse.Namespace) -> int:
     return 0
 
 
+def _verbose(args: argparse.Namespace) -> bool | None:
+    """Progress on stderr: on a terminal unless -q (fxlower.progress)."""
+    return False if args.quiet else None
+
+
 def _lower_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    return {"assume_finite": args.assume_finite, "merge": args.merge, "embedding": args.embedding}
+    return {"assume_finite": args.assume_finite, "merge": args.merge, "embedding": args.embedding,
+            "verbose": _verbose(args)}
 
 
 def _is_onnx(spec: str) -> bool:
@@ -126,7 +132,7 @@ def _lower_onnx(args: argparse.Namespace) -> tuple[Any, Any]:
     from . import progress
 
     try:
-        with progress.session(False if args.quiet else None):
+        with progress.session(_verbose(args)):
             return lower_onnx(args.spec, target=args.target, input_shapes=parse_input_shapes(
                 args.input_shape or []), assume_finite=args.assume_finite,
                 verify=not args.no_verify, verify_inputs=runs)
@@ -166,8 +172,7 @@ def _cmd_lower(args: argparse.Namespace) -> int:
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     report = export(model, inputs, out, example_kwargs=kwargs, verify=not args.no_verify,
-                    target=args.target, verbose=False if args.quiet else None,
-                    on_forbidden=args.on_forbidden, **_lower_kwargs(args))
+                    target=args.target, on_forbidden=args.on_forbidden, **_lower_kwargs(args))
     print(report.format())
     _write_report_json(args, report)
     print(f"wrote {out}")
@@ -182,27 +187,27 @@ def _cmd_report(args: argparse.Namespace) -> int:
         return 0
     model, inputs, kwargs = load_spec(args.spec)
     lowered = lower(model, inputs, example_kwargs=kwargs, on_forbidden="warn",
-                    verbose=False if args.quiet else None, verify=not args.no_verify,
+                    verify=not args.no_verify,
                     target=args.target, **_lower_kwargs(args))
     _print_report(args, report_of(lowered))
     return 0
 
 
-def _print_report(args: argparse.Namespace, report: Any) -> None:
-    if args.format == "json":
-        import json
+def _json(report: Any) -> str:
+    """A report's data (schema fxlower-report/1) as JSON text."""
+    import json
 
-        print(json.dumps(report.to_dict(), indent=2))
-    else:
-        print(report.format())
+    return json.dumps(report.to_dict(), indent=2)
+
+
+def _print_report(args: argparse.Namespace, report: Any) -> None:
+    print(_json(report) if args.format == "json" else report.format())
 
 
 def _write_report_json(args: argparse.Namespace, report: Any) -> None:
-    """--report-json FILE: the report's data (schema fxlower-report/1) written to FILE."""
+    """--report-json FILE: the report's data written to FILE."""
     if args.report_json:
-        import json
-
-        Path(args.report_json).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+        Path(args.report_json).write_text(_json(report) + "\n")
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

@@ -39,7 +39,6 @@ import math
 import os
 import shutil
 import tempfile
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -972,8 +971,7 @@ def lower_onnx(
                             f"{_MIN_OPSET} and newer (onnx.version_converter can raise it)")
     tgt = get_target(target)
     report = OnnxReport(source, opset, external_data=base is not None)
-    t0 = time.perf_counter()
-    with progress.stage("lower"):
+    with progress.stage("lower") as st:
         report.ops_before = _op_counts(m.graph)
         original = onnx.ModelProto()
         original.CopyFrom(m)
@@ -1019,14 +1017,13 @@ def lower_onnx(
             return _qdq_selections(_assemble(bound, chosen), tgt)
 
         out = assemble(m, reps)
-    report.seconds["lower"] = time.perf_counter() - t0
+    report.seconds["lower"] = st.seconds
     if verify and reps:
-        t0 = time.perf_counter()
         path = None if isinstance(model, onnx.ModelProto) else os.fspath(model)
-        with progress.stage("verify"):
+        with progress.stage("verify") as st:
             out, reps = _verify(original, path, m, base, out, reps, report, verify_inputs,
                                 draws, assemble)
-        report.seconds["verify"] = time.perf_counter() - t0
+        report.seconds["verify"] = st.seconds
     if base is not None:  # what fits one protobuf comes back whole; larger stays in base
         size = sum(int(e.value) for t in _external_tensors(out) for e in t.external_data
                    if e.key == "length")

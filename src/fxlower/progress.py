@@ -135,21 +135,17 @@ def session(verbose: bool | None = None, stream: TextIO | None = None) -> Iterat
 
 
 class _Stage:
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.summary = ""
-
-    def step(self, detail: str) -> None:
-        step(detail)
+    summary = ""  # set inside the stage: its final line's words ("torch.export", "3 runs")
+    seconds = 0.0  # set when it ends: its wall time (what Report.seconds records)
 
 
 @contextlib.contextmanager
 def stage(name: str) -> Iterator[_Stage]:
     """A stage: logged at INFO with its time when it ends (at DEBUG inside another stage);
     on the terminal line while it runs longer than SHOW_AFTER. Set `.summary` on the
-    yielded object for the final line."""
+    yielded object for the final line; its `.seconds` holds the stage's time once ended."""
     line = _CURRENT.get()
-    s = _Stage(name)
+    s = _Stage()
     t0 = time.perf_counter()
     depth = _DEPTH.set(_DEPTH.get() + 1)
     if line is not None:
@@ -160,7 +156,7 @@ def stage(name: str) -> Iterator[_Stage]:
         failed = False
     finally:
         _DEPTH.reset(depth)
-        elapsed = time.perf_counter() - t0
+        s.seconds = elapsed = time.perf_counter() - t0
         level = logging.DEBUG if _DEPTH.get() else logging.INFO
         if failed:
             LOG.log(level, "%s: failed after %.2f s", name, elapsed)
