@@ -698,7 +698,7 @@ def _plan_node_unguarded(index: int, node: onnx.NodeProto, consts: _Consts, shap
         # (its finiteness: no NaN/inf/-0.0 code path) is computed here, for its only float
         big[0] = const_pos.pop(0)  # source, the data
         kwargs["assume_finite"] = kwargs["assume_finite"] or _finite(big[0])
-    elif node.op_type in GATHER_OPS and 0 not in const_pos and _dequantized(ins[0], consts):
+    elif node.op_type in GATHER_OPS and 0 not in const_pos and _finite_dequantized(ins[0], consts):
         kwargs["assume_finite"] = True  # integers times a finite scale: no NaN/inf/-0.0
     runtime = [ins[k] for k in range(len(ins)) if k not in const_pos]
     key = hashlib.sha1(repr((node.op_type, sorted(attrs.items()), dims, types, opset,
@@ -763,21 +763,18 @@ def _plan_node_unguarded(index: int, node: onnx.NodeProto, consts: _Consts, shap
     return _Replacement(index, node, nodes, inits, result)
 
 
-def _dequantized(name: str, consts: _Consts) -> tuple[np.ndarray, np.ndarray | None] | None:
-    """(scale, zero point) when `name` is a DequantizeLinear output whose scale is a known
-    finite positive constant: its values are integers times that scale, finite and never
-    -0.0 ((q - zp) is an integer, +0 when q == zp). None otherwise."""
+def _finite_dequantized(name: str, consts: _Consts) -> bool:
+    """Whether `name` is a DequantizeLinear output whose scale (and zero point, if given) is
+    a known constant, the scale finite and positive: its values are integers times that
+    scale, finite and never -0.0 ((q - zp) is an integer, +0 when q == zp)."""
     n = consts.producer.get(name)
     if n is None or n.op_type != "DequantizeLinear" or n.domain not in ("", "ai.onnx"):
-        return None
+        return False
     scale = consts.value(n.input[1])
-    zp = consts.value(n.input[2]) if len(n.input) > 2 and n.input[2] else None
-    if scale is None or (len(n.input) > 2 and n.input[2] and zp is None):
-        return None
+    if scale is None or (len(n.input) > 2 and n.input[2] and consts.value(n.input[2]) is None):
+        return False
     s = np.asarray(scale, dtype=np.float64)
-    if not (np.isfinite(s * 2.0**32).all() and (s > 0).all()):
-        return None
-    return np.asarray(scale), (None if zp is None else np.asarray(zp))
+    return bool(np.isfinite(s * 2.0**32).all() and (s > 0).all())
 
 
 def _dequantize_first(m: onnx.ModelProto, consts: _Consts, tgt: Any) -> int:
@@ -804,7 +801,7 @@ def _dequantize_first(m: onnx.ModelProto, consts: _Consts, tgt: Any) -> int:
             continue
         dq = users[0]
         scale = consts.value(dq.input[1])
-        if scale is None or scale.size != 1 or _dequantized(dq.output[0], consts) is None:
+        if scale is None or scale.size != 1 or not _finite_dequantized(dq.output[0], consts):
             continue
         table_f = dq.output[0] + "_fxl_table"
         first = helper.make_node("DequantizeLinear", [gather.input[0], *dq.input[1:]], [table_f],
@@ -852,8 +849,7 @@ def _qdq_selections(model: onnx.ModelProto, tgt: Any) -> onnx.ModelProto:
                   and float32_mask(y)}
     if not selections:
         return model
-    taken = {t.name for t in g.initializer} | {o for n in g.node for o in n.output} | \
-        {i.name for i in g.input}
+    taken = _all_names(g)  # every tensor and node name: the new ones must meet none
 
     def fresh(base: str) -> str:
         name = base
